@@ -1,0 +1,1 @@
+"""Ways a notification leaves the relay: email (SMTP or maildir) and signed webhooks."""

@@ -1,0 +1,126 @@
+"""The `relay` command (SPEC §3). The only place that reads the environment or runs asyncio."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="relay", description="Forward Hotmart payment slips to permitted affiliates."
+    )
+    parser.add_argument(
+        "--config", type=Path, help="config file (default: $RELAY_CONFIG, else ./relay.toml)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="run HTTP ingest and the dispatcher")
+    commands.add_parser("check-config", help="validate the config and compile every template")
+
+    history = commands.add_parser("history", help="list deliveries, newest first")
+    history.add_argument("--status", help="pending, delivered, failed, withheld, skipped, ignored")
+    history.add_argument("--affiliate", help="affiliate code")
+    history.add_argument("--event", help="Hotmart event name, e.g. PURCHASE_BILLET_PRINTED")
+    history.add_argument("--channel", choices=["email", "webhook"])
+    history.add_argument("--since", help="'2h' ago or an ISO date")
+    history.add_argument("--before", type=int, help="only ids below this (next page)")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = commands.add_parser("show", help="one delivery with every attempt")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+
+    replay = commands.add_parser("replay", help="send deliveries again, now")
+    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
+    replay.add_argument("--failed", action="store_true", help="every failed delivery")
+    replay.add_argument("--since", help="with --failed: created since '2h' ago or an ISO date")
+
+    send_test = commands.add_parser("send-test", help="send a marked test notification")
+    send_test.add_argument("--affiliate", required=True, metavar="CODE")
+    send_test.add_argument("--producer", help="producer id, when several name this affiliate")
+    send_test.add_argument(
+        "--destination", type=int, metavar="N", help="only destination N (0-based)"
+    )
+
+    destinations = commands.add_parser("destinations", help="list health; enable or disable")
+    toggle = destinations.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/0")
+    toggle.add_argument("--disable", metavar="KEY")
+    destinations.add_argument("--json", action="store_true")
+    return parser
+
+
+def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
+    if arg is not None:
+        return arg
+    return Path(environ.get("RELAY_CONFIG", "relay.toml"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    environ = dict(os.environ)
+    path = config_path(args.config, environ)
+    try:
+        config = load_config(path, environ)
+    except ConfigError as exc:
+        print(f"{path}: invalid config", file=sys.stderr)
+        for where, reason in exc.problems:
+            print(f"  {where}: {reason}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return run_command(args, config)
+
+
+def run_command(args: argparse.Namespace, config: Config) -> int:
+    from relay.commands import history, operate
+
+    if args.command == "check-config":
+        return check_config(config)
+    if args.command == "serve":
+        return serve(config)
+    handlers = {
+        "history": history.history,
+        "show": history.show,
+        "replay": operate.replay,
+        "send-test": operate.send_test,
+        "destinations": operate.destinations,
+    }
+    return asyncio.run(handlers[args.command](config, args))
+
+
+def check_config(config: Config) -> int:
+    from relay.targets import TemplateSet
+
+    problems = TemplateSet(config).check()
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    affiliates = sum(len(p.affiliates) for p in config.producers)
+    print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s)")
+    return EXIT_OK
+
+
+def serve(config: Config) -> int:
+    from relay.service import serve as run_server
+
+    try:
+        run_server(config)
+    except RuntimeError as exc:  # another instance holds the database
+        print(f"relay: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

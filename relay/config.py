@@ -1,0 +1,318 @@
+"""Load relay.toml into frozen, validated models (SPEC §4).
+
+Every problem is reported as a dotted key path plus a reason, all at once, so an
+operator can fix a config in one pass. `load_config` is the only entry point.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from relay.durations import parse_duration_s
+from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
+
+Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+
+# Defaults, each with the reason for its value.
+DEFAULT_RETRY_DELAYS_S = (60.0, 300.0, 1800.0, 7200.0)  # 1 try + 4 retries = Hotmart's 5 attempts
+DEFAULT_TIMEOUT_S = 10.0  # long enough for a slow receiver, short enough to free the slot
+DEFAULT_CONCURRENCY = 64  # attempts in flight across all destinations
+DEFAULT_PER_DESTINATION_CONCURRENCY = 4  # one slow affiliate cannot take every slot
+DEFAULT_DISABLE_AFTER_FAILURES = 20  # a sustained run of failed deliveries, not one bad message
+DEFAULT_MAX_BODY_BYTES = 1_048_576  # Hotmart payloads are a few kB; 1 MiB is generous
+DEFAULT_RETENTION_S = 30 * 86400.0
+DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
+Locale = Literal["es", "pt", "en"]
+
+
+class ConfigError(Exception):
+    """The config cannot be used; `problems` holds (dotted path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {reason}" for path, reason in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class ServerConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    path: str = "/hotmart/webhook"
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+class StorageConfig(_Model):
+    sqlite_path: str = "var/relay.sqlite3"
+    retention_s: Duration = Field(DEFAULT_RETENTION_S, alias="retention")
+
+
+class AdminConfig(_Model):
+    token: str | None = None
+
+
+class DeliveryConfig(_Model):
+    retry_delays_s: tuple[Duration, ...] = Field(DEFAULT_RETRY_DELAYS_S, alias="retry_delays")
+    timeout_s: Duration = Field(DEFAULT_TIMEOUT_S, alias="timeout", gt=0)
+    concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1)
+    per_destination_concurrency: int = Field(DEFAULT_PER_DESTINATION_CONCURRENCY, ge=1)
+    disable_after_failures: int = Field(DEFAULT_DISABLE_AFTER_FAILURES, ge=1)
+    allow_private_networks: bool = False
+    shutdown_grace_s: Duration = Field(DEFAULT_SHUTDOWN_GRACE_S, alias="shutdown_grace")
+
+    @property
+    def max_attempts(self) -> int:
+        return len(self.retry_delays_s) + 1
+
+
+class SmtpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(1025, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str = ""
+    password: str = ""
+    pool_size: int = Field(4, ge=1, le=64)  # reused connections; see DESIGN.md's SMTP figures
+
+
+class EmailConfig(_Model):
+    from_address: str = Field("relay@localhost", alias="from")
+    transport: Literal["smtp", "maildir"] = "smtp"
+    maildir: str = "var/mail"
+    smtp: SmtpConfig = SmtpConfig()
+
+
+def _single_line(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be a single line")
+    return value
+
+
+class EmailDestination(_Model):
+    kind: Literal["email"]
+    to: Annotated[str, BeforeValidator(lambda v: _single_line(str(v)))]
+    enabled: bool = True
+
+    @field_validator("to")
+    @classmethod
+    def _looks_like_address(cls, value: str) -> str:
+        local, _, domain = value.rpartition("<")[2].rstrip(">").partition("@")
+        if not local or "." not in domain and domain != "localhost":
+            raise ValueError(f"{value!r} is not an email address")
+        return value
+
+
+class WebhookDestination(_Model):
+    kind: Literal["webhook"]
+    url: str
+    secret: str
+    allow_http: bool = False  # explicit opt-in for a plain-http receiver
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        if not value.startswith("whsec_") or len(value) <= len("whsec_"):
+            raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
+        return value
+
+
+Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
+
+
+class AffiliateConfig(_Model):
+    code: str = Field(min_length=1)
+    name: str = ""
+    buyer_data: bool = False  # privacy gate: absent means nothing is ever sent
+    products: Literal["all"] | tuple[str, ...] = "all"
+    events: tuple[str, ...] = (SLIP_EVENT,)
+    locale: Locale = "es"
+    destinations: tuple[Destination, ...] = ()
+
+    @field_validator("products", mode="before")
+    @classmethod
+    def _product_ids_as_text(cls, value: Any) -> Any:
+        # Hotmart sends product ids as numbers; ucodes are strings. Compare as text.
+        if isinstance(value, list | tuple):
+            return tuple(str(item) for item in value)
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in value if name not in KNOWN_EVENTS]
+        if unknown:
+            raise ValueError(f"unknown Hotmart event(s): {', '.join(unknown)}")
+        return value
+
+    def covers_product(self, product_id: str, product_ucode: str) -> bool:
+        if self.products == "all":
+            return True
+        return product_id in self.products or (bool(product_ucode) and product_ucode in self.products)
+
+
+class ProducerConfig(_Model):
+    id: str = Field(min_length=1)
+    name: str = ""
+    hottok: str = Field(min_length=1)
+    alert_email: str | None = None
+    templates_dir: str | None = None  # files here override the default templates by name
+    affiliates: tuple[AffiliateConfig, ...] = ()
+
+    def affiliate(self, code: str) -> AffiliateConfig | None:
+        return next((a for a in self.affiliates if a.code == code), None)
+
+
+class Config(_Model):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    admin: AdminConfig = AdminConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    email: EmailConfig = EmailConfig()
+    producers: tuple[ProducerConfig, ...] = Field(min_length=1)
+    # Where relative paths (sqlite_path, maildir, templates_dir) are anchored.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def producer(self, producer_id: str) -> ProducerConfig | None:
+        return next((p for p in self.producers if p.id == producer_id), None)
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+
+def destination_key(producer_id: str, affiliate_code: str, index: int) -> str:
+    """The stable name of one destination: where it sits in the config."""
+    return f"{producer_id}/{affiliate_code}/{index}"
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> Config:
+    """Read, resolve `env:` references, validate and cross-check; raise ConfigError."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([("(file)", f"{path} does not exist")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(file)", f"{path} is not valid TOML: {exc}")]) from None
+    return parse_config(raw, environ, base_dir=path.resolve().parent)
+
+
+def parse_config(raw: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Config:
+    problems: list[tuple[str, str]] = []
+    resolved = _resolve_env(raw, environ, (), problems)
+    try:
+        config = Config.model_validate({**resolved, "base_dir": base_dir})
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+        raise ConfigError(problems) from None
+    problems.extend(_cross_check(config))
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _resolve_env(
+    value: Any, environ: Mapping[str, str], path: tuple[str, ...], problems: list[tuple[str, str]]
+) -> Any:
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if name not in environ:
+            problems.append((".".join(path), f"environment variable {name} is not set"))
+            return value
+        return environ[name]
+    if isinstance(value, dict):
+        return {k: _resolve_env(v, environ, (*path, k), problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env(v, environ, (*path, str(i)), problems) for i, v in enumerate(value)]
+    return value
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    # Drop pydantic's union tags ("email", "webhook") so paths match the TOML keys.
+    loc = [str(part) for part in error["loc"] if part not in ("email", "webhook")]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return ".".join(loc) or "(root)", message
+
+
+def _cross_check(config: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    seen_ids: dict[str, int] = {}
+    seen_tokens: dict[str, int] = {}
+    for p_index, producer in enumerate(config.producers):
+        where = f"producers.{p_index}"
+        if producer.id in seen_ids:
+            problems.append((f"{where}.id", f"duplicate of producers.{seen_ids[producer.id]}.id"))
+        seen_ids.setdefault(producer.id, p_index)
+        if producer.hottok in seen_tokens:
+            other = seen_tokens[producer.hottok]
+            problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
+        seen_tokens.setdefault(producer.hottok, p_index)
+        codes: dict[str, int] = {}
+        for a_index, affiliate in enumerate(producer.affiliates):
+            a_where = f"{where}.affiliates.{a_index}"
+            if affiliate.code in codes:
+                problems.append(
+                    (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[affiliate.code]}")
+                )
+            codes.setdefault(affiliate.code, a_index)
+            for d_index, destination in enumerate(affiliate.destinations):
+                if isinstance(destination, WebhookDestination):
+                    reason = _webhook_url_problem(destination, config.delivery)
+                    if reason:
+                        problems.append((f"{a_where}.destinations.{d_index}.url", reason))
+    return problems
+
+
+def _webhook_url_problem(destination: WebhookDestination, delivery: DeliveryConfig) -> str | None:
+    parts = urlsplit(destination.url)
+    if parts.scheme == "http" and not (destination.allow_http or delivery.allow_private_networks):
+        return "must be https (set allow_http = true on this destination to opt in to http)"
+    if not delivery.allow_private_networks and _is_private_literal(parts.hostname or ""):
+        return (
+            "points at a private or loopback address; set delivery.allow_private_networks = true"
+        )
+    return None
+
+
+def _is_private_literal(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: checked again at connect time, when it resolves
+    return not address.is_global

@@ -1,0 +1,156 @@
+"""Claim due deliveries and run them, bounded overall and per destination.
+
+The loop waits on one event: ingest sets it after a commit, a finished attempt sets
+it, stopping sets it; otherwise it sleeps until the next due retry. Claims are
+leases, so a crash hands the rows back on restart (at-least-once). Modelled on
+procrastinate's worker: stop flag, bounded concurrency, shielded outcome writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+from relay.attempt import AttemptRunner
+from relay.config import DeliveryConfig
+from relay.runtime import Clock
+from relay.store import Store
+from relay.store.records import ClaimedDelivery
+
+log = logging.getLogger("relay.dispatch")
+
+# Another process (a CLI replay) can add due rows without waking us; look again at
+# least this often. Wake-ups, not this, are what make delivery take milliseconds.
+EXTERNAL_CHANGE_RESCAN_S = 30.0
+
+
+def lease_s(delivery: DeliveryConfig) -> float:
+    """Long enough to cover one attempt (timeout plus pool waits), short enough to recover."""
+    return 3 * delivery.timeout_s + 30.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        runner: AttemptRunner,
+        delivery: DeliveryConfig,
+        clock: Clock,
+        wakeup: asyncio.Event,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._delivery = delivery
+        self._clock = clock
+        self._wakeup = wakeup
+        self._stopping = False
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._per_destination: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        """Serve until `stop()`; each pass claims what fits, then waits for a reason to look."""
+        await self._store.release_all_leases()
+        while not self._stopping:
+            self._wakeup.clear()
+            claimed = await self._claim_and_start(only_ids=None)
+            if self._stopping:
+                break
+            if claimed and len(self._in_flight) < self._delivery.concurrency:
+                continue  # there may be more due work that fits
+            await self._sleep_until_needed()
+
+    async def run_burst(
+        self,
+        only_ids: Sequence[int] | None = None,
+        on_done: Callable[[int], None] | None = None,
+    ) -> None:
+        """Attempt every delivery due now (or just `only_ids`) once; return when done.
+
+        How the CLI replays and sends tests, and how tests drive the dispatcher.
+        """
+        while True:
+            claimed = await self._claim_and_start(only_ids=only_ids)
+            if not claimed and not self._in_flight:
+                return
+            done, _ = await asyncio.wait(
+                list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if on_done is not None:
+                for _ in done:
+                    on_done(1)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop claiming, give attempts in flight `grace_s`, then cancel the rest.
+
+        A cancelled attempt keeps its lease; the next start releases it and sends again
+        with the same message id, which is what at-least-once promises.
+        """
+        self.stop()
+        tasks = list(self._in_flight.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if pending:
+            log.warning("stopped %d attempts in flight; they resume on restart", len(pending))
+
+    async def _claim_and_start(self, only_ids: Sequence[int] | None) -> int:
+        free = self._delivery.concurrency - len(self._in_flight)
+        if free <= 0:
+            return 0
+        limit = self._delivery.per_destination_concurrency
+        busy = [key for key, count in self._per_destination.items() if count >= limit]
+        now_ms = self._clock.now_ms()
+        lease_until_ms = now_ms + int(lease_s(self._delivery) * 1000)
+        claimed = await self._store.claim_due(now_ms, lease_until_ms, free, busy, only_ids)
+        overflow = []
+        for delivery in claimed:
+            if self._per_destination[delivery.destination_key] >= limit:
+                overflow.append(delivery.id)  # one batch held several for a full destination
+                continue
+            self._start(delivery)
+        if overflow:
+            await self._store.release(overflow)
+        return len(claimed) - len(overflow)
+
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        self._per_destination[delivery.destination_key] += 1
+        task = asyncio.create_task(self._runner.attempt(delivery), name=f"delivery-{delivery.id}")
+        self._in_flight[delivery.id] = task
+
+        def finished(task: asyncio.Task[None]) -> None:
+            self._in_flight.pop(delivery.id, None)
+            self._per_destination[delivery.destination_key] -= 1
+            if self._per_destination[delivery.destination_key] <= 0:
+                del self._per_destination[delivery.destination_key]
+            if not task.cancelled() and task.exception() is not None:
+                log.error("delivery %d crashed: %r", delivery.id, task.exception())
+            self._wakeup.set()  # a slot is free
+
+        task.add_done_callback(finished)
+
+    async def _sleep_until_needed(self) -> None:
+        timeout_s = EXTERNAL_CHANGE_RESCAN_S
+        next_due_ms = await self._store.next_due_at_ms()
+        if next_due_ms is not None:
+            until_due_s = (next_due_ms - self._clock.now_ms()) / 1000
+            if until_due_s > 0:
+                timeout_s = min(timeout_s, until_due_s)
+            elif self._in_flight:
+                # Due work exists but its destinations are full: a finishing attempt wakes us.
+                pass
+            else:
+                timeout_s = 0.05  # due but unclaimable (leased elsewhere): look again soon
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)

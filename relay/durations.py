@@ -1,0 +1,43 @@
+"""Parse the human duration strings the config uses ("500ms", "30s", "5m", "2h", "7d")."""
+
+from __future__ import annotations
+
+import re
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration_s(text: object) -> float:
+    """Return the duration in seconds; a bare number is taken as seconds."""
+    if isinstance(text, bool):
+        raise ValueError("expected a duration such as '30s', not a boolean")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(text)
+    if not isinstance(text, str):
+        raise ValueError("expected a duration such as '500ms', '30s', '5m', '2h' or '7d'")
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; use a number and a unit: '500ms', '30s', '5m', '2h', '7d'"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_since_ms(text: str, now_ms: int) -> int:
+    """Turn "2h" (ago) or an ISO date/time into epoch milliseconds, for --since flags."""
+    from datetime import UTC, datetime
+
+    try:
+        return now_ms - int(parse_duration_s(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is neither a duration ago ('2h') nor an ISO date") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,109 @@
+"""Open everything a running relay needs, in one place, and close it in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from relay.app import make_app
+from relay.attempt import AttemptRunner, Channels
+from relay.channels.email import open_email_channel
+from relay.channels.webhook import open_webhook_channel
+from relay.config import Config
+from relay.dispatch import Dispatcher
+from relay.runtime import Clock, Runtime, SystemClock
+from relay.store.sqlite import SqliteStore, open_sqlite_store
+from relay.targets import TemplateSet
+
+log = logging.getLogger("relay.service")
+
+
+@dataclass
+class Service:
+    runtime: Runtime
+    dispatcher: Dispatcher
+    store: SqliteStore
+
+
+@asynccontextmanager
+async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Service]:
+    """Store, channels, templates and a dispatcher (not yet running)."""
+    clock = clock or SystemClock()
+    templates = TemplateSet(config)  # compiled once; a broken template fails here, at start
+    async with (
+        open_sqlite_store(config.resolve_path(config.storage.sqlite_path)) as store,
+        open_email_channel(
+            config.email, base_dir=config.base_dir, timeout_s=config.delivery.timeout_s
+        ) as email,
+        open_webhook_channel(
+            timeout_s=config.delivery.timeout_s,
+            concurrency=config.delivery.concurrency,
+            allow_private_networks=config.delivery.allow_private_networks,
+        ) as webhook,
+    ):
+        runtime = Runtime(config=config, store=store, clock=clock)
+        runner = AttemptRunner(config, store, Channels(email, webhook), templates, clock)
+        dispatcher = Dispatcher(store, runner, config.delivery, clock, runtime.wakeup)
+        yield Service(runtime=runtime, dispatcher=dispatcher, store=store)
+
+
+@asynccontextmanager
+async def running_service(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Runtime]:
+    """`open_service` with its dispatcher running; stopping drains attempts in flight."""
+    async with open_service(config, clock=clock) as service:
+        task = asyncio.create_task(service.dispatcher.run(), name="dispatcher")
+        try:
+            yield service.runtime
+        finally:
+            await service.dispatcher.drain(config.delivery.shutdown_grace_s)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@contextlib.contextmanager
+def single_instance(db_path: Path) -> Iterator[None]:
+    """SQLite leases assume one serving process per database; refuse a second one."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another relay is already serving {db_path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def serve(config: Config) -> None:
+    """Run HTTP ingest and the dispatcher until SIGTERM/SIGINT; then drain and return."""
+    from aiohttp import web
+
+    app = make_app(
+        lambda: running_service(config),
+        max_body_bytes=config.server.max_body_bytes,
+        ingest_path=config.server.path,
+    )
+    with single_instance(config.resolve_path(config.storage.sqlite_path)):
+        log.info(
+            "relay listening on http://%s:%d%s",
+            config.server.host,
+            config.server.port,
+            config.server.path,
+        )
+        web.run_app(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=config.delivery.shutdown_grace_s,
+        )

@@ -1,0 +1,178 @@
+"""Plain records that cross the store boundary; no backend types leak out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"  # due now or at next_attempt_at_ms
+    DELIVERED = "delivered"
+    FAILED = "failed"  # retries ran out or a permanent error; kept for replay
+    WITHHELD = "withheld"  # privacy gate said no
+    SKIPPED = "skipped"  # not subscribed, out of scope, no slip, destination disabled
+    IGNORED = "ignored"  # the event named no affiliate
+
+
+class DeliveryKind(StrEnum):
+    NOTIFICATION = "notification"
+    TEST = "test"  # relay send-test
+    ALERT = "alert"  # destination disabled: email to the producer
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """One decision row to insert with its event."""
+
+    status: DeliveryStatus
+    reason: str
+    message_id: str
+    affiliate_code: str = ""
+    destination_key: str | None = None
+    channel: str | None = None
+    kind: DeliveryKind = DeliveryKind.NOTIFICATION
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    producer_id: str
+    hotmart_id: str
+    event_name: str
+    source: str
+    transaction_code: str
+    product_id: str
+    payload_json: str
+    deliveries: tuple[NewDelivery, ...]
+
+    @property
+    def outcome(self) -> str:
+        return "ignored" if all(d.status == DeliveryStatus.IGNORED for d in self.deliveries) else (
+            "accepted"
+        )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    status: str  # accepted | duplicate | ignored
+    event_row_id: int
+    deliveries: int  # rows that will be sent
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A pending delivery leased to one dispatcher, with the event it carries."""
+
+    id: int
+    kind: DeliveryKind
+    producer_id: str
+    affiliate_code: str
+    destination_key: str
+    channel: str
+    event_name: str
+    message_id: str
+    attempts: int  # made before this one
+    payload_json: str
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    delivery_id: int
+    attempt_no: int
+    started_at_ms: int
+    latency_ms: float
+    outcome: str  # success | transient | permanent
+    status_code: int | None
+    response_excerpt: str
+    response_headers: dict[str, str]
+    request_payload: str
+    detail: str
+
+
+class HealthEffect(StrEnum):
+    """What an attempt means for its destination's health."""
+
+    SUCCESS = "success"  # resets the failure run
+    RETRYING = "retrying"  # a transient failure with retries left: no verdict yet
+    FAILED = "failed"  # the delivery failed for good: one more in the run
+    GONE = "gone"  # the receiver said 410: disable now
+    NONE = "none"  # alerts and skips do not touch health
+
+
+@dataclass(frozen=True)
+class AttemptResolution:
+    """Where the delivery goes after an attempt, and its effect on the destination."""
+
+    status: DeliveryStatus
+    next_attempt_at_ms: int | None
+    last_error: str
+    health: HealthEffect
+
+
+@dataclass(frozen=True)
+class DestinationHealth:
+    key: str
+    enabled: bool = True
+    disabled_reason: str = ""
+    consecutive_failures: int = 0
+    last_success_at_ms: int | None = None
+    last_error: str = ""
+    last_error_at_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class HealthChange:
+    disabled_now: bool
+    consecutive_failures: int
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    status: str | None = None
+    affiliate_code: str | None = None
+    event_name: str | None = None
+    channel: str | None = None
+    since_ms: int | None = None
+    before_id: int | None = None  # keyset pagination: rows with id < before_id
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    kind: str
+    status: str
+    reason: str
+    producer_id: str
+    affiliate_code: str
+    destination_key: str | None
+    channel: str | None
+    event_name: str
+    hotmart_id: str
+    transaction_code: str
+    message_id: str
+    attempts: int
+    next_attempt_at_ms: int | None
+    last_error: str
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    attempt_no: int
+    started_at_ms: int
+    latency_ms: float
+    outcome: str
+    status_code: int | None
+    response_excerpt: str
+    response_headers: dict[str, str]
+    request_payload: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class DeliveryDetail:
+    delivery: DeliveryRow
+    event_payload_json: str
+    attempts: list[AttemptRow] = field(default_factory=list)
