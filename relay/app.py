@@ -13,7 +13,9 @@ from relay.runtime import RUNTIME, Runtime
 RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
 
 
-def make_app(open_runtime: RuntimeFactory, *, max_body_bytes: int, ingest_path: str) -> web.Application:
+def make_app(
+    open_runtime: RuntimeFactory, *, max_body_bytes: int, ingest_path: str
+) -> web.Application:
     """Build the app; `open_runtime` opens the store (and the dispatcher) on startup."""
     # aiohttp enforces the body limit itself, with a 413, even for chunked uploads.
     app = web.Application(client_max_size=max_body_bytes)

@@ -21,7 +21,6 @@ from relay.channels.base import (
     DeliveryError,
     EmailMessageSpec,
     PermanentError,
-    TransientError,
     WebhookMessage,
 )
 from relay.channels.email import EmailChannel
@@ -29,7 +28,7 @@ from relay.channels.webhook import WebhookChannel
 from relay.config import Config, WebhookDestination
 from relay.decide import Outcome, decide
 from relay.hotmart import Event
-from relay.render import DestinationAlert, Notification, RenderError, Templates
+from relay.render import DestinationAlert, Notification, RenderError
 from relay.retry import next_retry
 from relay.runtime import Clock
 from relay.store import Store
@@ -80,8 +79,11 @@ class AttemptRunner:
         event = Event.model_validate_json(delivery.payload_json)
         if delivery.kind == DeliveryKind.NOTIFICATION:
             verdict = next(
-                (d for d in decide(target.producer, event)
-                 if d.destination_key == delivery.destination_key),
+                (
+                    d
+                    for d in decide(target.producer, event)
+                    if d.destination_key == delivery.destination_key
+                ),
                 None,
             )
             if verdict is None or verdict.outcome != Outcome.DELIVER:
@@ -96,30 +98,39 @@ class AttemptRunner:
         started_at_ms = self._clock.now_ms()
         started = time.perf_counter()
         payload = ""
+        error: DeliveryError | None = None
         try:
-            payload, report = await self._render_and_send(delivery, target, event)
-        except DeliveryError as error:
-            report = error.report
-            latency_ms = report.latency_ms or (time.perf_counter() - started) * 1000
-            await self._record(delivery, started_at_ms, latency_ms, payload, report, error)
-            return
+            outgoing = self._render(delivery, target, event, await self._alert_context(target))
+            payload = outgoing.payload
+            report = await self._send(outgoing)
+        except DeliveryError as failure:
+            error, report = failure, failure.report
         latency_ms = report.latency_ms or (time.perf_counter() - started) * 1000
-        await self._record(delivery, started_at_ms, latency_ms, payload, report, None)
+        await self._record(delivery, started_at_ms, latency_ms, payload, report, error)
 
-    async def _render_and_send(
-        self, delivery: ClaimedDelivery, target: Target, event: Event
-    ) -> tuple[str, AttemptReport]:
+    async def _alert_context(self, target: Target) -> DestinationAlert | None:
+        if not target.alerted_key:
+            return None
+        health = (await self._store.destination_health()).get(target.alerted_key)
+        return DestinationAlert(
+            producer_name=target.producer.name or target.producer.id,
+            destination_key=target.alerted_key,
+            destination_label=target.alerted_label,
+            last_error=health.last_error if health else "",
+            consecutive_failures=health.consecutive_failures if health else 0,
+        )
+
+    def _render(
+        self,
+        delivery: ClaimedDelivery,
+        target: Target,
+        event: Event,
+        alert: DestinationAlert | None,
+    ) -> WebhookMessage | EmailMessageSpec:
+        """Render what will be sent; a broken template is a permanent failure of ours."""
         templates = self._templates.for_producer(target.producer.id)
         try:
-            if delivery.kind == DeliveryKind.ALERT:
-                health = (await self._store.destination_health()).get(target.alerted_key)
-                alert = DestinationAlert(
-                    producer_name=target.producer.name or target.producer.id,
-                    destination_key=target.alerted_key,
-                    destination_label=target.alerted_label,
-                    last_error=health.last_error if health else "",
-                    consecutive_failures=health.consecutive_failures if health else 0,
-                )
+            if alert is not None:
                 rendered = templates.alert_email(alert)
             else:
                 notification = Notification(
@@ -132,27 +143,27 @@ class AttemptRunner:
                     message_id=delivery.message_id,
                 )
                 if isinstance(target.destination, WebhookDestination):
-                    body = templates.webhook_body(notification)
-                    message = WebhookMessage(
+                    return WebhookMessage(
                         target.destination.url,
                         target.destination.secret,
                         delivery.message_id,
-                        body,
+                        templates.webhook_body(notification),
                     )
-                    report = await self._channels.webhook.send(message)
-                    return body.decode("utf-8"), report
                 rendered = templates.email(notification)
         except RenderError as exc:
             raise PermanentError(f"template error: {exc}") from exc
-        spec = EmailMessageSpec(
+        return EmailMessageSpec(
             to=target.email_to,
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html,
             message_id=delivery.message_id,
         )
-        payload = f"To: {spec.to}\nSubject: {spec.subject}\n\n{spec.text}"
-        return payload, await self._channels.email.send(spec)
+
+    async def _send(self, outgoing: WebhookMessage | EmailMessageSpec) -> AttemptReport:
+        if isinstance(outgoing, WebhookMessage):
+            return await self._channels.webhook.send(outgoing)
+        return await self._channels.email.send(outgoing)
 
     async def _record(
         self,
@@ -170,9 +181,9 @@ class AttemptRunner:
             attempt_no=attempt_no,
             started_at_ms=started_at_ms,
             latency_ms=round(latency_ms, 3),
-            outcome="success" if error is None else (
-                "permanent" if isinstance(error, PermanentError) else "transient"
-            ),
+            outcome="success"
+            if error is None
+            else ("permanent" if isinstance(error, PermanentError) else "transient"),
             status_code=report.status_code,
             response_excerpt=report.response_excerpt,
             response_headers=report.response_headers,
@@ -199,7 +210,9 @@ class AttemptRunner:
             f" ({report.status_code})" if report.status_code else "",
         )
         if change.disabled_now:
-            log.warning("destination %s disabled: %s", delivery.destination_key, resolution.last_error)
+            log.warning(
+                "destination %s disabled: %s", delivery.destination_key, resolution.last_error
+            )
 
     def _resolve(
         self, delivery: ClaimedDelivery, attempt_no: int, error: DeliveryError | None
@@ -214,7 +227,9 @@ class AttemptRunner:
             health = HealthEffect.RETRYING if counts else HealthEffect.NONE
             return AttemptResolution(DeliveryStatus.PENDING, due_ms, error.reason, health)
         gone = isinstance(error, PermanentError) and error.disable_destination
-        health = (HealthEffect.GONE if gone else HealthEffect.FAILED) if counts else HealthEffect.NONE
+        health = (
+            (HealthEffect.GONE if gone else HealthEffect.FAILED) if counts else HealthEffect.NONE
+        )
         return AttemptResolution(DeliveryStatus.FAILED, None, decision.reason, health)
 
     def _alert_for(self, delivery: ClaimedDelivery) -> NewEvent | None:
@@ -251,7 +266,6 @@ class AttemptRunner:
         )
         await _shielded(write)
         log.info("delivery %d not sent: %s", delivery.id, status.value)
-
 
 
 async def _shielded(write: Coroutine[Any, Any, T]) -> T:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from relay.attempt import AttemptRunner
 from relay.config import DeliveryConfig
 from relay.runtime import Clock
-from relay.store import Store
+from relay.store import Store, StoreUnavailable
 from relay.store.records import ClaimedDelivery
 
 log = logging.getLogger("relay.dispatch")
@@ -25,6 +25,8 @@ log = logging.getLogger("relay.dispatch")
 # Another process (a CLI replay) can add due rows without waking us; look again at
 # least this often. Wake-ups, not this, are what make delivery take milliseconds.
 EXTERNAL_CHANGE_RESCAN_S = 30.0
+STORE_RETRY_MIN_S = 0.1  # after a store error, first retry soon (a lock is usually brief)...
+STORE_RETRY_MAX_S = 10.0  # ...then back off so a broken disk is not hammered
 
 
 def lease_s(delivery: DeliveryConfig) -> float:
@@ -52,15 +54,29 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Serve until `stop()`; each pass claims what fits, then waits for a reason to look."""
-        await self._store.release_all_leases()
+        released = False
+        backoff_s = STORE_RETRY_MIN_S
         while not self._stopping:
             self._wakeup.clear()
-            claimed = await self._claim_and_start(only_ids=None)
-            if self._stopping:
-                break
-            if claimed and len(self._in_flight) < self._delivery.concurrency:
-                continue  # there may be more due work that fits
-            await self._sleep_until_needed()
+            try:
+                if not released:
+                    await self._store.release_all_leases()
+                    released = True
+                claimed = await self._claim_and_start(only_ids=None)
+                if self._stopping:
+                    break
+                if claimed and len(self._in_flight) < self._delivery.concurrency:
+                    continue  # there may be more due work that fits
+                await self._sleep_until_needed()
+                backoff_s = STORE_RETRY_MIN_S
+            except StoreUnavailable as exc:
+                # A locked or failing store must not kill the dispatcher: wait, then retry.
+                log.error(
+                    "dispatcher cannot reach the store (%s); retrying in %.1fs", exc, backoff_s
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=backoff_s)
+                backoff_s = min(backoff_s * 2, STORE_RETRY_MAX_S)
 
     async def run_burst(
         self,

@@ -15,8 +15,12 @@ _BY_LOCALE = {
             slip_url="https://example.com/relay-test/boleto",
             slip_code="34191090000000000000000000000000000000000000000",
         ),
-        Purchase(transaction="TEST-BOLETO", price=Decimal("97.00"), currency="BRL", country_iso="BR"),
-        Buyer(name="Comprador de Teste", email="comprador.teste@example.com", phone="+55 11 0000 0000"),
+        Purchase(
+            transaction="TEST-BOLETO", price=Decimal("97.00"), currency="BRL", country_iso="BR"
+        ),
+        Buyer(
+            name="Comprador de Teste", email="comprador.teste@example.com", phone="+55 11 0000 0000"
+        ),
     ),
     "es": (
         Payment(
@@ -25,8 +29,14 @@ _BY_LOCALE = {
             slip_url="https://example.com/relay-test/oxxo",
             slip_code="93000000000000000000000000000000",
         ),
-        Purchase(transaction="TEST-OXXO", price=Decimal("499.00"), currency="MXN", country_iso="MX"),
-        Buyer(name="Comprador de Prueba", email="comprador.prueba@example.com", phone="+52 55 0000 0000"),
+        Purchase(
+            transaction="TEST-OXXO", price=Decimal("499.00"), currency="MXN", country_iso="MX"
+        ),
+        Buyer(
+            name="Comprador de Prueba",
+            email="comprador.prueba@example.com",
+            phone="+52 55 0000 0000",
+        ),
     ),
 }
 

@@ -8,7 +8,7 @@ import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIt
     clock = clock or SystemClock()
     templates = TemplateSet(config)  # compiled once; a broken template fails here, at start
     async with (
-        open_sqlite_store(config.resolve_path(config.storage.sqlite_path)) as store,
+        open_store(config) as store,
         open_email_channel(
             config.email, base_dir=config.base_dir, timeout_s=config.delivery.timeout_s
         ) as email,
@@ -52,6 +52,13 @@ async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIt
         runner = AttemptRunner(config, store, Channels(email, webhook), templates, clock)
         dispatcher = Dispatcher(store, runner, config.delivery, clock, runtime.wakeup)
         yield Service(runtime=runtime, dispatcher=dispatcher, store=store)
+
+
+def open_store(config: Config) -> AbstractAsyncContextManager[SqliteStore]:
+    return open_sqlite_store(
+        config.resolve_path(config.storage.sqlite_path),
+        busy_timeout_ms=int(config.storage.busy_timeout_s * 1000),
+    )
 
 
 @asynccontextmanager

@@ -101,7 +101,9 @@ class TemplateSet:
     def __init__(self, config: Config) -> None:
         self._default = Templates()
         self._by_producer = {
-            p.id: Templates(config.resolve_path(p.templates_dir)) if p.templates_dir else self._default
+            p.id: Templates(config.resolve_path(p.templates_dir))
+            if p.templates_dir
+            else self._default
             for p in config.producers
         }
 
@@ -109,12 +111,9 @@ class TemplateSet:
         return self._by_producer.get(producer_id, self._default)
 
     def check(self) -> list[str]:
-        problems = []
+        problems: list[str] = []
         for producer_id, templates in self._by_producer.items():
             problems.extend(f"producers[{producer_id}] templates: {p}" for p in templates.check())
         if not self._by_producer:
             problems.extend(self._default.check())
         return problems
-
-
-

@@ -58,6 +58,11 @@ class WebhookMessage:
     message_id: str
     body: bytes
 
+    @property
+    def payload(self) -> str:
+        """What the history shows as sent."""
+        return self.body.decode("utf-8", errors="replace")
+
 
 @dataclass(frozen=True)
 class EmailMessageSpec:
@@ -68,3 +73,8 @@ class EmailMessageSpec:
     text: str
     html: str
     message_id: str
+
+    @property
+    def payload(self) -> str:
+        """What the history shows as sent: the headers that matter and the text part."""
+        return f"To: {self.to}\nSubject: {self.subject}\n\n{self.text}"

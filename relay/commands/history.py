@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 from relay.config import Config
 from relay.durations import parse_since_ms
+from relay.service import open_store
 from relay.store.records import DeliveryRow, HistoryFilter
-from relay.store.sqlite import open_sqlite_store
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -35,7 +35,7 @@ async def history(config: Config, args: argparse.Namespace) -> int:
         before_id=args.before,
         limit=args.limit,
     )
-    async with open_sqlite_store(config.resolve_path(config.storage.sqlite_path)) as store:
+    async with open_store(config) as store:
         rows = await store.history(query)
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=2))
@@ -64,7 +64,9 @@ def format_table(rows: list[DeliveryRow]) -> str:
     ]
     widths = [max(len(col), *(len(c[i]) for c in cells)) for i, col in enumerate(_COLUMNS[:-1])]
     lines = ["  ".join(col.ljust(w) for col, w in zip(_COLUMNS, [*widths, 0], strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, [*widths, 0], strict=True)) for cell in cells]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(cell, [*widths, 0], strict=True)) for cell in cells
+    ]
     return "\n".join(line.rstrip() for line in lines)
 
 
@@ -77,7 +79,7 @@ def _reason(row: DeliveryRow) -> str:
 
 
 async def show(config: Config, args: argparse.Namespace) -> int:
-    async with open_sqlite_store(config.resolve_path(config.storage.sqlite_path)) as store:
+    async with open_store(config) as store:
         detail = await store.delivery(args.id)
     if detail is None:
         print(f"no delivery {args.id}")
@@ -88,7 +90,9 @@ async def show(config: Config, args: argparse.Namespace) -> int:
     d = detail.delivery
     print(f"delivery {d.id} ({d.kind}): {d.status}")
     print(f"  reason:       {_reason(d)}")
-    print(f"  event:        {d.event_name} {d.hotmart_id} (transaction {d.transaction_code or '-'})")
+    print(
+        f"  event:        {d.event_name} {d.hotmart_id} (transaction {d.transaction_code or '-'})"
+    )
     print(f"  producer:     {d.producer_id}   affiliate: {d.affiliate_code or '-'}")
     print(f"  destination:  {d.destination_key or '-'} ({d.channel or '-'})")
     print(f"  message id:   {d.message_id}")
@@ -99,8 +103,10 @@ async def show(config: Config, args: argparse.Namespace) -> int:
         print("  attempts:     none")
     for a in detail.attempts:
         code = a.status_code if a.status_code is not None else "-"
-        print(f"\n  attempt {a.attempt_no} at {when(a.started_at_ms)}: {a.outcome}, "
-              f"status {code}, {a.latency_ms:.1f} ms")
+        print(
+            f"\n  attempt {a.attempt_no} at {when(a.started_at_ms)}: {a.outcome}, "
+            f"status {code}, {a.latency_ms:.1f} ms"
+        )
         if a.detail:
             print(f"    detail:   {a.detail}")
         if a.response_headers:

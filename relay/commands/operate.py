@@ -17,10 +17,9 @@ from relay.config import Config, destination_key
 from relay.durations import parse_since_ms
 from relay.ingest import new_message_id
 from relay.samples import sample_slip_event
-from relay.service import open_service
+from relay.service import open_service, open_store
 from relay.store import Store
 from relay.store.records import DeliveryKind, DeliveryStatus, NewDelivery, NewEvent
-from relay.store.sqlite import open_sqlite_store
 from relay.targets import describe, find_destination
 
 EXIT_OK = 0
@@ -84,7 +83,9 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
     indexes = range(len(affiliate.destinations))
     if args.destination is not None:
         if args.destination not in indexes:
-            print(f"affiliate {affiliate.code} has no destination {args.destination}", file=sys.stderr)
+            print(
+                f"affiliate {affiliate.code} has no destination {args.destination}", file=sys.stderr
+            )
             return EXIT_USAGE
         indexes = range(args.destination, args.destination + 1)
     now_ms = _now_ms()
@@ -139,10 +140,12 @@ async def _report(store: Store, ids: list[int]) -> int:
 
 async def destinations(config: Config, args: argparse.Namespace) -> int:
     key = args.enable or args.disable
-    async with open_sqlite_store(config.resolve_path(config.storage.sqlite_path)) as store:
+    async with open_store(config) as store:
         if key:
             if find_destination(config, key) is None:
-                print(f"no destination {key}; run `relay destinations` for the keys", file=sys.stderr)
+                print(
+                    f"no destination {key}; run `relay destinations` for the keys", file=sys.stderr
+                )
                 return EXIT_USAGE
             enable = bool(args.enable)
             reason = "" if enable else "disabled by an operator"

@@ -14,7 +14,9 @@ def load_queries(path: Path) -> dict[str, str]:
     text = path.read_text(encoding="utf-8")
     parts = _NAME.split(text)
     # parts = [preamble, name1, sql1, name2, sql2, ...]
-    queries = {name: sql.strip().rstrip(";") for name, sql in zip(parts[1::2], parts[2::2], strict=True)}
+    queries = {
+        name: sql.strip().rstrip(";") for name, sql in zip(parts[1::2], parts[2::2], strict=True)
+    }
     if len(queries) != len(parts[1::2]):
         raise ValueError(f"{path}: a query name is used twice")
     return queries

@@ -47,8 +47,10 @@ class NewEvent:
 
     @property
     def outcome(self) -> str:
-        return "ignored" if all(d.status == DeliveryStatus.IGNORED for d in self.deliveries) else (
-            "accepted"
+        return (
+            "ignored"
+            if all(d.status == DeliveryStatus.IGNORED for d in self.deliveries)
+            else ("accepted")
         )
 
 

@@ -41,7 +41,7 @@ from relay.store.records import (
 T = TypeVar("T")
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 Q = load_queries(SQL_DIR / "queries.sql")
-DEFAULT_BUSY_TIMEOUT_MS = 5000  # ride out a CLI command's short write without failing ingest
+DEFAULT_BUSY_TIMEOUT_MS = 5000  # see config.DEFAULT_BUSY_TIMEOUT_S
 
 
 @asynccontextmanager
@@ -104,7 +104,7 @@ class SqliteStore:
         statements. aiosqlite has no public hook for this, so we use its private
         `_execute` (pinned to <0.23 in pyproject; covered by every store test)."""
         conn = self._conn
-        result: T = await conn._execute(lambda: fn(conn._conn))  # noqa: SLF001
+        result: T = await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-untyped-call]
         return result
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -224,7 +224,17 @@ class SqliteStore:
             if row is None:
                 return None
             attempts = [
-                AttemptRow(*a[:6], json.loads(a[6]), *a[7:])
+                AttemptRow(
+                    attempt_no=a[0],
+                    started_at_ms=a[1],
+                    latency_ms=a[2],
+                    outcome=a[3],
+                    status_code=a[4],
+                    response_excerpt=a[5],
+                    response_headers=json.loads(a[6]),
+                    request_payload=a[7],
+                    detail=a[8],
+                )
                 for a in conn.execute(Q["attempts_of"], {"id": delivery_id})
             ]
             return DeliveryDetail(DeliveryRow(*row[:-1]), row[-1], attempts)
@@ -248,9 +258,7 @@ class SqliteStore:
 
     async def destination_health(self) -> dict[str, DestinationHealth]:
         rows = await self.run(lambda c: c.execute(Q["destination_health"]).fetchall())
-        return {
-            row[0]: DestinationHealth(row[0], bool(row[1]), *row[2:]) for row in rows
-        }
+        return {row[0]: DestinationHealth(row[0], bool(row[1]), *row[2:]) for row in rows}
 
     async def set_destination_enabled(
         self, key: str, enabled: bool, reason: str, now_ms: int
@@ -334,7 +342,9 @@ def _update_health(
     if effect == HealthEffect.FAILED:
         failures, enabled = conn.execute(Q["destination_failed"], params).fetchone()
         if enabled and failures >= disable_after_failures:
-            disable_reason = f"{failures} consecutive failed deliveries; last: {resolution.last_error}"
+            disable_reason = (
+                f"{failures} consecutive failed deliveries; last: {resolution.last_error}"
+            )
     elif effect == HealthEffect.GONE:
         disable_reason = f"receiver answered 410 Gone: {resolution.last_error}"
     if not disable_reason:
@@ -374,4 +384,3 @@ def _claimed(row: tuple[Any, ...]) -> ClaimedDelivery:
         attempts=row[8],
         payload_json=row[9],
     )
-

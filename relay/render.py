@@ -1,0 +1,282 @@
+"""Render what affiliates receive (SPEC §6) from Jinja templates in a sandbox.
+
+Default templates ship with the package; a producer's `templates_dir` overrides any
+one of them by file name. Templates are producer-written code, so they run in an
+immutable sandbox with `StrictUndefined`, and every failure becomes a `RenderError`
+that names the file. The variables templates see are listed in templates/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from functools import partial
+from html import escape as html_escape
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jinja2 import (
+    BaseLoader,
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    select_autoescape,
+)
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from relay.formatting import (
+    LOCALES,
+    TEST_TAGS,
+    event_title,
+    format_amount,
+    format_code,
+    format_expiry,
+    http_url,
+    iso_utc,
+    json_dumps,
+    single_line,
+)
+from relay.hotmart import SLIP_EVENT, Affiliate, Buyer, Event, Payment, Product, Purchase
+
+_TEMPLATE_EXTENSIONS = ("txt", "html", "json")
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message for one affiliate: the event plus who receives it and how it reads."""
+
+    event: Event
+    affiliate_code: str
+    affiliate_name: str  # from config if set, else the event's affiliate name
+    producer_name: str
+    locale: str  # "es" | "pt" | "en"
+    is_test: bool  # sent by `relay send-test`: marked as a test in subject, body and JSON
+    message_id: str  # stable id of the delivery ("msg_...")
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str  # always a single line: data cannot inject a header
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class DestinationAlert:
+    """Tells a producer's alert_email that a destination was disabled after failing."""
+
+    producer_name: str
+    destination_key: str  # e.g. "acme/K12345678M/1"
+    destination_label: str  # e.g. "webhook https://ana.example.com/hooks"
+    last_error: str
+    consecutive_failures: int
+
+
+class RenderError(Exception):
+    """A template is missing, broken, uses an unknown variable, or renders invalid JSON."""
+
+
+def default_templates_dir() -> Path:
+    """Where the default templates are: inside the wheel, else at the source tree's top."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+class Templates:
+    """Default templates plus an optional producer override folder (same file name wins)."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        self._override_dir = override_dir
+        loaders: list[BaseLoader] = [FileSystemLoader(default_templates_dir())]
+        if override_dir is not None:
+            loaders.insert(0, FileSystemLoader(override_dir))
+        # One environment per instance: Jinja caches each compiled template in it.
+        self._env = ImmutableSandboxedEnvironment(
+            loader=ChoiceLoader(loaders),
+            undefined=StrictUndefined,
+            autoescape=select_autoescape(enabled_extensions=("html",), default=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            # A missing optional value (no expiry, no Pix code) prints as nothing, not "None".
+            finalize=lambda value: "" if value is None else value,
+        )
+        self._env.filters.update(
+            format_code=format_code,
+            format_amount=format_amount,
+            format_expiry=format_expiry,
+            iso_utc=iso_utc,
+            http_url=http_url,
+            single_line=single_line,
+        )
+        # `tojson` then writes a Decimal price as an exact JSON number, and keeps UTF-8 readable.
+        self._env.policies["json.dumps_function"] = json_dumps
+        self._env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
+
+    def email(self, n: Notification) -> RenderedEmail:
+        """The subject, text and HTML for `n`, in its locale."""
+        if n.locale not in LOCALES:
+            raise RenderError(f"unknown locale {n.locale!r}; expected one of {', '.join(LOCALES)}")
+        kind = "billet_printed" if n.event.event == SLIP_EVENT else "generic"
+        base = f"{kind}.{n.locale}"
+        context = _notification_context(n)
+        subject = single_line(self._render(f"{base}.subject.txt", context))
+        tag = TEST_TAGS[n.locale]
+        # Added here, not left to templates, so an override cannot make a test look real.
+        if n.is_test and not subject.startswith(tag):
+            subject = f"{tag} {subject}"
+        return RenderedEmail(
+            subject=subject,
+            text=self._render(f"{base}.txt", context),
+            html=self._render(f"{base}.html", context),
+        )
+
+    def webhook_body(self, n: Notification) -> bytes:
+        """The UTF-8 JSON body POSTed to a webhook destination, checked to parse."""
+        name = "webhook.json"
+        body = self._render(name, _notification_context(n))
+        try:
+            # NaN and Infinity parse in Python but not in most receivers: refuse them.
+            json.loads(body, parse_constant=_reject_constant)
+        except ValueError as exc:
+            raise RenderError(f"{name}: rendered body is not valid JSON: {exc}") from None
+        return body.encode("utf-8")
+
+    def alert_email(self, alert: DestinationAlert) -> RenderedEmail:
+        """The email telling a producer that a destination was disabled."""
+        context = asdict(alert)
+        text = self._render("alert.txt", context)
+        return RenderedEmail(
+            subject=single_line(self._render("alert.subject.txt", context)),
+            text=text,
+            html=f'<pre style="font-family: monospace">{html_escape(text)}</pre>\n',
+        )
+
+    def check(self) -> list[str]:
+        """Compile every template and trial-render each message; human-readable problems."""
+        problems: list[str] = []
+        if self._override_dir is not None and not self._override_dir.is_dir():
+            problems.append(f"{self._override_dir}: templates folder does not exist")
+        for name in self._env.list_templates(extensions=_TEMPLATE_EXTENSIONS):
+            try:
+                self._env.get_template(name)
+            except TemplateSyntaxError as exc:
+                problems.append(_describe(name, exc, None))
+        # A trial render finds what compiling cannot: unknown variables, invalid JSON.
+        for render in _trial_renders(self):
+            try:
+                render()
+            except RenderError as exc:
+                if str(exc) not in problems:
+                    problems.append(str(exc))
+        return problems
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        template: Template | None = None
+        try:
+            template = self._env.get_template(name)
+            return template.render(context)
+        except Exception as exc:
+            # Templates are producer code: whatever goes wrong in one must name the file.
+            raise RenderError(_describe(name, exc, template)) from exc
+
+
+def _notification_context(n: Notification) -> dict[str, Any]:
+    event = n.event
+    payment = event.payment
+    return {
+        "event": event,
+        "product": event.product,
+        "purchase": event.purchase,
+        "payment": payment,
+        "buyer": event.buyer,
+        "affiliate_code": n.affiliate_code,
+        "affiliate_name": n.affiliate_name,
+        "producer_name": n.producer_name,
+        "locale": n.locale,
+        "is_test": n.is_test,
+        "message_id": n.message_id,
+        "method": payment.method or "",
+        "event_title": event_title(event.event, n.locale),
+        "amount": format_amount(event.purchase.price, event.purchase.currency, n.locale),
+        "formatted_code": format_code(payment.slip_code, payment.method),
+        "expires_at": format_expiry(payment.expires_at_ms),
+        "slip_link": http_url(payment.slip_url),
+        "qr_link": http_url(payment.pix_qrcode),
+    }
+
+
+def _describe(name: str, exc: Exception, template: Template | None) -> str:
+    """`billet_printed.es.html: line 3: unexpected '}'`, as check-config prints it."""
+    if isinstance(exc, TemplateSyntaxError):
+        return f"{exc.name or name}: line {exc.lineno}: {exc.message}"
+    if isinstance(exc, TemplateNotFound):
+        return f"{name}: template {exc.name!r} not found"
+    where = name
+    line = _template_line(exc, template.filename) if template and template.filename else None
+    if line is not None:
+        where = f"{name}: line {line}"
+    if exc.__class__.__module__.startswith("jinja2"):  # UndefinedError, SecurityError
+        return f"{where}: {exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    # Jinja rewrites traceback frames to point at template lines; the last one is the culprit.
+    line = None
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == filename:
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _trial_renders(templates: Templates) -> Iterator[Callable[[], object]]:
+    """Each message the relay can render, with sample data, as a zero-argument callable."""
+    payment = Payment(
+        type="CASH_PAYMENT",
+        method="OXXO",
+        slip_url="https://pay.example.com/oxxo/HP0000000001",
+        slip_code="93000004217642712001230000499007",
+        expires_at_ms=1_764_357_600_000,
+    )
+    buyer = Buyer(name="Sample buyer", email="buyer@example.com", phone="+52 55 0000 0000")
+    # Two variants so both sides of the usual `if is_test` and `if buyer` branches run.
+    for event_name, is_test, maybe_buyer in (
+        (SLIP_EVENT, True, buyer),
+        ("PURCHASE_APPROVED", False, None),
+    ):
+        event = Event(
+            id="check-config",
+            event=event_name,
+            created_at_ms=1_764_271_200_000,
+            product=Product(id="1", ucode="check-config", name="Sample product"),
+            affiliates=(Affiliate(code="A0000000000", name="Sample affiliate"),),
+            buyer=maybe_buyer,
+            purchase=Purchase(
+                transaction="HP0000000001",
+                status="BILLET_PRINTED",
+                price=Decimal("499.00"),
+                currency="MXN",
+                country_iso="MX",
+            ),
+            payment=payment,
+        )
+        for locale in LOCALES:
+            n = Notification(
+                event, "A0000000000", "Sample affiliate", "Sample", locale, is_test, "m"
+            )
+            yield partial(templates.email, n)
+        yield partial(templates.webhook_body, n)
+    alert = DestinationAlert("Sample", "sample/A0000000000/0", "email a@example.com", "timeout", 20)
+    yield partial(templates.alert_email, alert)

@@ -1,0 +1,115 @@
+"""Shared test helpers: fixtures on disk, a config builder, the real app on a real SQLite file."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from relay.app import make_app
+from relay.config import Config, parse_config
+from relay.runtime import RUNTIME, Runtime
+from relay.service import running_service
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HOTTOK = "test-hottok-acme"  # the token the v1 fixture carries
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def fixture_json(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+    return data
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text(encoding="utf-8").strip()
+
+
+def base_config_dict(tmp_path: Path) -> dict[str, Any]:
+    """acme with four affiliates; only P0000000NP is denied buyer data."""
+    return {
+        "storage": {"sqlite_path": str(tmp_path / "relay.sqlite3")},
+        "delivery": {
+            "retry_delays": ["10ms", "10ms", "10ms", "10ms"],
+            "timeout": "2s",
+            "allow_private_networks": True,
+            "shutdown_grace": "2s",
+        },
+        "email": {
+            "from": "Relay <relay@example.com>",
+            "transport": "maildir",
+            "maildir": str(tmp_path / "mail"),
+        },
+        "producers": [
+            {
+                "id": "acme",
+                "name": "Acme Cursos",
+                "hottok": HOTTOK,
+                "alert_email": "ops@acme.example",
+                "affiliates": [
+                    {
+                        "code": "K12345678M",
+                        "name": "Lucía",
+                        "buyer_data": True,
+                        "events": ["PURCHASE_BILLET_PRINTED", "PURCHASE_APPROVED"],
+                        "locale": "es",
+                        "destinations": [{"kind": "email", "to": "lucia@example.com"}],
+                    },
+                    {
+                        "code": "P98765432X",
+                        "name": "João",
+                        "buyer_data": True,
+                        "locale": "pt",
+                        "destinations": [{"kind": "email", "to": "joao@example.com"}],
+                    },
+                    {
+                        "code": "Q58388177J",
+                        "buyer_data": True,
+                        "destinations": [{"kind": "email", "to": "ana@example.com"}],
+                    },
+                    {
+                        "code": "P0000000NP",
+                        "buyer_data": False,
+                        "destinations": [{"kind": "email", "to": "denied@example.com"}],
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def build_config(raw: dict[str, Any], tmp_path: Path) -> Config:
+    return parse_config(copy.deepcopy(raw), {}, base_dir=tmp_path)
+
+
+@pytest.fixture
+def config_dict(tmp_path: Path) -> dict[str, Any]:
+    return base_config_dict(tmp_path)
+
+
+ClientFactory = Callable[[Config], Any]
+
+
+@pytest.fixture
+def relay_client(aiohttp_client: Callable[..., Any]) -> Callable[[Config], Any]:
+    """Start the real app (store, channels, dispatcher) for a config; returns a test client."""
+
+    async def start(config: Config) -> TestClient[Any, Any]:
+        app = make_app(
+            lambda: running_service(config),
+            max_body_bytes=config.server.max_body_bytes,
+            ingest_path=config.server.path,
+        )
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        return client
+
+    return start
+
+
+def runtime_of(client: TestClient[Any, Any]) -> Runtime:
+    return client.app[RUNTIME]

@@ -1,0 +1,305 @@
+"""End to end: ingest -> dispatcher -> real SMTP server and real webhook receiver (issue 3)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from relay.store.records import HistoryFilter
+from tests.conftest import SECRET, base_config_dict, build_config, fixture_json, runtime_of
+from tests.peers import (
+    SmtpRecorder,
+    WebhookSink,
+    slow,
+    smtp_server,
+    status,
+    wait_until,
+    webhook_sink,
+)
+from tests.test_ingest import post_json
+
+SLIPS = {
+    # fixture: (affiliate, link, code as it must appear in the email)
+    "billet_printed_oxxo.json": (
+        "K12345678M",
+        "https://pay.hotmart.example/oxxo/HP1764271200123",
+        "9300 0004 2176 4271 2001 2300 0049 9007",
+    ),
+    "billet_printed_baloto.json": (
+        "K12345678M",
+        "https://pay.hotmart.example/baloto/HP1764271300456",
+        "7700 0176 4271 3004 56",
+    ),
+    "billet_printed_boleto.json": (
+        "P98765432X",
+        "https://hotm.art/bHP0970394859",
+        "34191.09669 36967.100540 89356.830003 5 10720000099700",
+    ),
+    "billet_printed_pix.json": (
+        "P98765432X",
+        "https://pay.hotmart.example/pix/qr/HP0970394999.png",
+        "00020101021226870014br.gov.bcb.pix",
+    ),
+}
+METHODS = {
+    "billet_printed_oxxo.json": "OXXO",
+    "billet_printed_baloto.json": "Baloto",
+    "billet_printed_boleto.json": "Boleto",
+    "billet_printed_pix.json": "Pix",
+}
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[tuple[SmtpRecorder, int, WebhookSink]]:
+    async with smtp_server() as (recorder, port), webhook_sink() as sink:
+        yield recorder, port, sink
+
+
+def wired_config(tmp_path: Path, smtp_port: int, sink: WebhookSink, **delivery: Any) -> Any:
+    raw = base_config_dict(tmp_path)
+    raw["email"] = {
+        "from": "Relay <relay@example.com>",
+        "transport": "smtp",
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "pool_size": 2},
+    }
+    raw["delivery"].update(delivery)
+    for affiliate in raw["producers"][0]["affiliates"]:
+        affiliate["destinations"].append(
+            {"kind": "webhook", "url": sink.url(f"/{affiliate['code']}"), "secret": SECRET}
+        )
+    return raw
+
+
+async def settled(client: Any) -> bool:
+    rows = await runtime_of(client).store.history(HistoryFilter(limit=1000))
+    return bool(rows) and all(row.status != "pending" for row in rows)
+
+
+async def history(client: Any, **filters: Any) -> list[Any]:
+    return await runtime_of(client).store.history(HistoryFilter(limit=1000, **filters))
+
+
+@pytest.mark.parametrize("name", sorted(SLIPS))
+async def test_slip_reaches_permitted_affiliate_by_email_and_webhook(
+    relay_client: Any, peers: Any, tmp_path: Path, name: str
+) -> None:
+    recorder, port, sink = peers
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    payload = fixture_json(name)
+    assert (await post_json(client, payload)).status == 200
+    await wait_until(lambda: settled(client))
+    code, link, shown_code = SLIPS[name]
+
+    (hit,) = sink.at(f"/{code}")
+    body = Webhook(SECRET).verify(hit.body.decode(), hit.headers)  # raises if the signature is bad
+    assert body["event_id"] == payload["id"]
+    assert body["payment"]["method"] == METHODS[name]
+    assert body["affiliate"]["code"] == code
+    assert link in (body["payment"]["slip_url"], body["payment"]["pix_qrcode"])
+
+    address = "lucia@example.com" if code == "K12345678M" else "joao@example.com"
+    (mail,) = recorder.to(address)
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None
+    content = text.get_content()
+    assert link in content
+    assert shown_code in content
+    assert METHODS[name] in str(mail["Subject"])
+    rows = await history(client, status="delivered")
+    assert {row.channel for row in rows} == {"email", "webhook"}
+
+
+async def test_non_permitted_affiliate_receives_nothing_on_either_channel(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    payload = copy.deepcopy(fixture_json("billet_printed_oxxo.json"))
+    payload["data"]["affiliates"].append({"affiliate_code": "P0000000NP", "name": "Denied"})
+    payload["data"]["affiliates"].append({"affiliate_code": "UNKNOWN999", "name": "Stranger"})
+    await post_json(client, payload)
+    await wait_until(lambda: settled(client))
+    assert sink.at("/P0000000NP") == []
+    assert recorder.to("denied@example.com") == []
+    assert len(sink.at("/K12345678M")) == 1
+    withheld = await history(client, status="withheld")
+    assert {(r.affiliate_code, r.channel) for r in withheld} == {
+        ("P0000000NP", "email"),
+        ("P0000000NP", "webhook"),
+        ("UNKNOWN999", None),
+    }
+
+
+async def test_500_then_503_then_200_is_three_attempts_under_one_webhook_id(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", status(500), status(503, {"Retry-After": "0"}), status(200))
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    hits = sink.at("/K12345678M")
+    assert [h.headers["webhook-id"] for h in hits] == [hits[0].headers["webhook-id"]] * 3
+    for hit in hits:
+        Webhook(SECRET).verify(hit.body.decode(), hit.headers)
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert (row.status, row.attempts) == ("delivered", 3)
+    detail = await runtime_of(client).store.delivery(row.id)
+    assert detail is not None
+    assert [a.status_code for a in detail.attempts] == [500, 503, 200]
+    assert all(a.request_payload for a in detail.attempts)
+
+
+async def test_410_disables_the_destination_and_alerts_the_producer_once(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", status(410))
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
+    health = await runtime_of(client).store.destination_health()
+    assert health["acme/K12345678M/1"].enabled is False
+    (alert,) = recorder.to("ops@acme.example")
+    alert_text = alert.get_body(preferencelist=("plain",))
+    assert alert_text is not None and "acme/K12345678M/1" in alert_text.get_content()
+
+    # The next slip for that destination is skipped (and replayable); no second alert.
+    await post_json(client, fixture_json("billet_printed_baloto.json"))
+    await wait_until(lambda: settled(client))
+    skipped = await history(client, status="skipped", channel="webhook")
+    assert len(skipped) == 1 and skipped[0].reason.startswith("destination disabled")
+    assert len(sink.at("/K12345678M")) == 1
+    assert len(recorder.to("ops@acme.example")) == 1
+    assert len(recorder.to("lucia@example.com")) == 2  # the email destination is unaffected
+
+
+async def test_sustained_failures_disable_after_the_threshold(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", *[status(404)] * 10)
+    raw = wired_config(tmp_path, port, sink, disable_after_failures=2)
+    client = await relay_client(build_config(raw, tmp_path))
+    for name in ("billet_printed_oxxo.json", "billet_printed_baloto.json"):
+        await post_json(client, fixture_json(name))
+        await wait_until(lambda: settled(client))
+    await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
+    health = await runtime_of(client).store.destination_health()
+    assert not health["acme/K12345678M/1"].enabled
+    assert health["acme/K12345678M/1"].consecutive_failures == 2
+    failed = await history(client, status="failed")
+    assert [r.attempts for r in failed] == [1, 1]  # a 404 is permanent: no retries
+
+
+async def test_timeout_is_retried(relay_client: Any, peers: Any, tmp_path: Path) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", slow(1.0), status(200))
+    raw = wired_config(tmp_path, port, sink, timeout="200ms")
+    client = await relay_client(build_config(raw, tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert (row.status, row.attempts) == ("delivered", 2)
+    detail = await runtime_of(client).store.delivery(row.id)
+    assert detail is not None
+    assert detail.attempts[0].outcome == "transient"
+    assert (
+        "timed out" in detail.attempts[0].detail.lower()
+        or "timeout" in detail.attempts[0].detail.lower()
+    )
+
+
+async def test_redirect_is_not_followed(relay_client: Any, peers: Any, tmp_path: Path) -> None:
+    recorder, port, sink = peers
+    target = sink.url("/elsewhere")
+    sink.on("/K12345678M", *[status(302, {"Location": target})] * 5)
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    assert sink.at("/elsewhere") == []
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert row.status == "failed"
+    assert row.attempts == 5  # the default 5 attempts, then kept for replay
+
+
+async def test_smtp_4xx_is_retried_and_5xx_fails_at_once(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    recorder.script.extend(["451 4.3.0 try again later"])
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="email")
+    assert (row.status, row.attempts) == ("delivered", 2)
+
+    recorder.script.extend(["550 5.1.1 no such user"])
+    await post_json(client, fixture_json("billet_printed_baloto.json"))
+    await wait_until(lambda: settled(client))
+    failed = await history(client, channel="email", status="failed")
+    assert len(failed) == 1 and failed[0].attempts == 1
+    detail = await runtime_of(client).store.delivery(failed[0].id)
+    assert detail is not None and detail.attempts[0].status_code == 550
+
+
+async def test_revoking_buyer_data_stops_queued_deliveries(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    """The gate is checked again at send time, against the config then in force."""
+    recorder, port, sink = peers
+    raw = wired_config(tmp_path, port, sink)
+    first = await relay_client(build_config(raw, tmp_path))
+    # Queue a delivery far in the future, so it is still pending when the config changes.
+    store = runtime_of(first).store
+    await post_json(first, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(first))
+    rows = await history(first, status="delivered", channel="webhook")
+    await store.requeue([rows[0].id], now_ms=0)
+    await first.close()
+
+    raw["producers"][0]["affiliates"][0]["buyer_data"] = False
+    second = await relay_client(build_config(raw, tmp_path))
+    await wait_until(lambda: settled(second))
+    (row,) = await history(second, channel="webhook", affiliate_code="K12345678M")
+    assert row.status == "withheld"
+    assert row.reason.startswith("at send time")
+    assert len(sink.at("/K12345678M")) == 1  # only the first, permitted, delivery
+
+
+async def test_webhook_body_has_the_spec_keys(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (hit,) = sink.at("/K12345678M")
+    body = json.loads(hit.body)
+    assert {
+        "event",
+        "event_id",
+        "occurred_at",
+        "affiliate",
+        "product",
+        "purchase",
+        "payment",
+        "buyer",
+    } <= set(body)
+    assert set(body["payment"]) >= {
+        "type",
+        "method",
+        "slip_url",
+        "slip_code",
+        "pix_code",
+        "pix_qrcode",
+        "expires_at",
+    }
+    assert body["buyer"]["email"] == "maria.gonzalez@example.com"
