@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -35,8 +36,10 @@ DEFAULT_PER_DESTINATION_CONCURRENCY = 4  # one slow affiliate cannot take every 
 DEFAULT_DISABLE_AFTER_FAILURES = 20  # a sustained run of failed deliveries, not one bad message
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # Hotmart payloads are a few kB; 1 MiB is generous
 DEFAULT_RETENTION_S = 30 * 86400.0
+DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
 Locale = Literal["es", "pt", "en"]
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 
 
 class ConfigError(Exception):
@@ -68,6 +71,8 @@ class ServerConfig(_Model):
 class StorageConfig(_Model):
     sqlite_path: str = "var/relay.sqlite3"
     retention_s: Duration = Field(DEFAULT_RETENTION_S, alias="retention")
+    # How long a write waits for a lock held by another process before ingest answers 503.
+    busy_timeout_s: Duration = Field(DEFAULT_BUSY_TIMEOUT_S, alias="busy_timeout")
 
 
 class AdminConfig(_Model):
@@ -104,7 +109,9 @@ class EmailConfig(_Model):
     smtp: SmtpConfig = SmtpConfig()
 
 
-def _single_line(value: str) -> str:
+def _single_line(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
     if "\r" in value or "\n" in value:
         raise ValueError("must be a single line")
     return value
@@ -112,14 +119,14 @@ def _single_line(value: str) -> str:
 
 class EmailDestination(_Model):
     kind: Literal["email"]
-    to: Annotated[str, BeforeValidator(lambda v: _single_line(str(v)))]
+    to: Annotated[str, BeforeValidator(_single_line)]
     enabled: bool = True
 
     @field_validator("to")
     @classmethod
     def _looks_like_address(cls, value: str) -> str:
         local, _, domain = value.rpartition("<")[2].rstrip(">").partition("@")
-        if not local or "." not in domain and domain != "localhost":
+        if not local or ("." not in domain and domain != "localhost"):
             raise ValueError(f"{value!r} is not an email address")
         return value
 
@@ -134,9 +141,7 @@ class WebhookDestination(_Model):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{value!r} is not an http(s) URL")
+        _check_http_url(value)
         return value
 
     @field_validator("secret")
@@ -145,6 +150,19 @@ class WebhookDestination(_Model):
         if not value.startswith("whsec_") or len(value) <= len("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
         return value
+
+
+def _check_http_url(value: str) -> None:
+    """Raise ValueError unless `value` is an absolute http(s) URL with a host and a valid port."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"{value!r} is not an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if any(char.isspace() for char in value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
 
 
 Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
@@ -164,7 +182,13 @@ class AffiliateConfig(_Model):
     def _product_ids_as_text(cls, value: Any) -> Any:
         # Hotmart sends product ids as numbers; ucodes are strings. Compare as text.
         if isinstance(value, list | tuple):
+            if not all(
+                isinstance(item, str | int) and not isinstance(item, bool) for item in value
+            ):
+                raise ValueError("product ids and ucodes must be numbers or strings")
             return tuple(str(item) for item in value)
+        if value != "all":
+            raise ValueError('must be "all" or a list of product ids and/or ucodes')
         return value
 
     @field_validator("events")
@@ -178,7 +202,9 @@ class AffiliateConfig(_Model):
     def covers_product(self, product_id: str, product_ucode: str) -> bool:
         if self.products == "all":
             return True
-        return product_id in self.products or (bool(product_ucode) and product_ucode in self.products)
+        return product_id in self.products or (
+            bool(product_ucode) and product_ucode in self.products
+        )
 
 
 class ProducerConfig(_Model):
@@ -230,17 +256,31 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Config:
+    """Validate an already-decoded config; every problem is reported in one ConfigError."""
     problems: list[tuple[str, str]] = []
     resolved = _resolve_env(raw, environ, (), problems)
+    if "base_dir" in resolved:  # a model field, but not a config key: the file's folder is used
+        problems.append(("base_dir", "unknown key"))
+        resolved = {k: v for k, v in resolved.items() if k != "base_dir"}
+    config: Config | None = None
     try:
-        config = Config.model_validate({**resolved, "base_dir": base_dir})
+        # by_name=False: only the TOML spellings (`timeout`, not `timeout_s`) are config keys.
+        config = Config.model_validate(
+            {**resolved, "base_dir": base_dir}, by_alias=True, by_name=False
+        )
     except ValidationError as exc:
-        problems.extend(_describe(error) for error in exc.errors())
-        raise ConfigError(problems) from None
-    problems.extend(_cross_check(config))
-    if problems:
+        _add_new(problems, _validation_problems(exc))
+    # Cross-checks run on the raw data too, so they are reported alongside field errors.
+    _add_new(problems, _cross_check(resolved))
+    if problems or config is None:
         raise ConfigError(problems)
     return config
+
+
+def _add_new(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> None:
+    """Append problems at paths not reported yet (a missing env var explains the rest)."""
+    reported = {path for path, _ in problems}
+    problems.extend(problem for problem in found if problem[0] not in reported)
 
 
 def _resolve_env(
@@ -253,58 +293,121 @@ def _resolve_env(
             return value
         return environ[name]
     if isinstance(value, dict):
-        return {k: _resolve_env(v, environ, (*path, k), problems) for k, v in value.items()}
-    if isinstance(value, list):
+        return {k: _resolve_env(v, environ, (*path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list | tuple):
         return [_resolve_env(v, environ, (*path, str(i)), problems) for i, v in enumerate(value)]
     return value
 
 
+def _validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = exc.errors()
+    locs = [tuple(error["loc"]) for error in errors]
+    problems = []
+    for error, loc in zip(errors, locs, strict=True):
+        # A tuple whose items failed also says "should have at least 1 item after
+        # validation, not 0": noise next to the real errors inside it.
+        if error["type"] == "too_short" and any(
+            other[: len(loc)] == loc and len(other) > len(loc) for other in locs
+        ):
+            continue
+        problems.append(_describe(error))
+    return problems
+
+
 def _describe(error: Any) -> tuple[str, str]:
-    # Drop pydantic's union tags ("email", "webhook") so paths match the TOML keys.
-    loc = [str(part) for part in error["loc"] if part not in ("email", "webhook")]
+    # Drop pydantic's union tags ("email", "webhook" after `destinations.N`) so paths match
+    # the TOML keys; the top-level `email` table keeps its name.
+    loc: list[str] = []
+    raw_loc = list(error["loc"])
+    for index, part in enumerate(raw_loc):
+        is_tag = (
+            part in ("email", "webhook")
+            and index >= 2
+            and isinstance(raw_loc[index - 1], int)
+            and raw_loc[index - 2] == "destinations"
+        )
+        if not is_tag:
+            loc.append(str(part))
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     return ".".join(loc) or "(root)", message
 
 
-def _cross_check(config: Config) -> list[tuple[str, str]]:
+def _cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Checks across entries, on the resolved raw data so they run even when fields fail.
+
+    Values that are not even the right type are skipped here: validation reports them.
+    """
     problems: list[tuple[str, str]] = []
+    delivery = raw.get("delivery")
+    allow_private = _flag(
+        delivery.get("allow_private_networks", False) if isinstance(delivery, dict) else False
+    )
     seen_ids: dict[str, int] = {}
     seen_tokens: dict[str, int] = {}
-    for p_index, producer in enumerate(config.producers):
+    for p_index, producer in _items(raw.get("producers")):
         where = f"producers.{p_index}"
-        if producer.id in seen_ids:
-            problems.append((f"{where}.id", f"duplicate of producers.{seen_ids[producer.id]}.id"))
-        seen_ids.setdefault(producer.id, p_index)
-        if producer.hottok in seen_tokens:
-            other = seen_tokens[producer.hottok]
-            problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
-        seen_tokens.setdefault(producer.hottok, p_index)
-        codes: dict[str, int] = {}
-        for a_index, affiliate in enumerate(producer.affiliates):
-            a_where = f"{where}.affiliates.{a_index}"
-            if affiliate.code in codes:
+        producer_id = producer.get("id")
+        if isinstance(producer_id, str) and producer_id:
+            if producer_id in seen_ids:
                 problems.append(
-                    (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[affiliate.code]}")
+                    (f"{where}.id", f"duplicate of producers.{seen_ids[producer_id]}.id")
                 )
-            codes.setdefault(affiliate.code, a_index)
-            for d_index, destination in enumerate(affiliate.destinations):
-                if isinstance(destination, WebhookDestination):
-                    reason = _webhook_url_problem(destination, config.delivery)
-                    if reason:
-                        problems.append((f"{a_where}.destinations.{d_index}.url", reason))
+            seen_ids.setdefault(producer_id, p_index)
+        hottok = producer.get("hottok")
+        if isinstance(hottok, str) and hottok:
+            if hottok in seen_tokens:
+                other = seen_tokens[hottok]
+                problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
+            seen_tokens.setdefault(hottok, p_index)
+        codes: dict[str, int] = {}
+        for a_index, affiliate in _items(producer.get("affiliates")):
+            a_where = f"{where}.affiliates.{a_index}"
+            code = affiliate.get("code")
+            if isinstance(code, str) and code:
+                if code in codes:
+                    problems.append(
+                        (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[code]}")
+                    )
+                codes.setdefault(code, a_index)
+            for d_index, destination in _items(affiliate.get("destinations")):
+                url = destination.get("url")
+                if destination.get("kind") != "webhook" or not isinstance(url, str):
+                    continue
+                reason = _webhook_url_problem(
+                    url, _flag(destination.get("allow_http", False)), allow_private
+                )
+                if reason:
+                    problems.append((f"{a_where}.destinations.{d_index}.url", reason))
     return problems
 
 
-def _webhook_url_problem(destination: WebhookDestination, delivery: DeliveryConfig) -> str | None:
-    parts = urlsplit(destination.url)
-    if parts.scheme == "http" and not (destination.allow_http or delivery.allow_private_networks):
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    """The (index, table) pairs of an array of tables; anything else has none."""
+    if not isinstance(value, list | tuple):
+        return []
+    return [(index, item) for index, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _flag(value: Any) -> bool:
+    """A boolean as pydantic reads it; an invalid one counts as set (validation reports it)."""
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return True
+
+
+def _webhook_url_problem(url: str, allow_http: bool, allow_private: bool) -> str | None:
+    try:
+        _check_http_url(url)
+    except ValueError:
+        return None  # the field validator reports it
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not (allow_http or allow_private):
         return "must be https (set allow_http = true on this destination to opt in to http)"
-    if not delivery.allow_private_networks and _is_private_literal(parts.hostname or ""):
-        return (
-            "points at a private or loopback address; set delivery.allow_private_networks = true"
-        )
+    if not allow_private and _is_private_literal(parts.hostname or ""):
+        return "points at a private or loopback address; set delivery.allow_private_networks = true"
     return None
 
 

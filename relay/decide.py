@@ -21,6 +21,8 @@ from relay.config import (
 )
 from relay.hotmart import SLIP_EVENT, Event
 
+_NOT_PERMITTED = "affiliate is not permitted to see buyer data (buyer_data = false)"
+
 
 class Outcome(StrEnum):
     DELIVER = "deliver"
@@ -60,9 +62,13 @@ def decide(producer: ProducerConfig, event: Event) -> list[Decision]:
             )
             continue
         if not affiliate.destinations:
-            decisions.append(
-                Decision(Outcome.SKIPPED, "affiliate has no destinations", named.code)
+            # Still privacy first: an affiliate without buyer data is withheld, not skipped.
+            outcome, reason = (
+                (Outcome.WITHHELD, _NOT_PERMITTED)
+                if not affiliate.buyer_data
+                else (Outcome.SKIPPED, "affiliate has no destinations")
             )
+            decisions.append(Decision(outcome, reason, affiliate_code=affiliate.code))
             continue
         for index, destination in enumerate(affiliate.destinations):
             outcome, reason = _judge(affiliate, destination, event)
@@ -78,12 +84,17 @@ def decide(producer: ProducerConfig, event: Event) -> list[Decision]:
     return decisions
 
 
-def _judge(affiliate: AffiliateConfig, destination: Destination, event: Event) -> tuple[Outcome, str]:
+def _judge(
+    affiliate: AffiliateConfig, destination: Destination, event: Event
+) -> tuple[Outcome, str]:
     # Privacy first: these two checks must precede anything that could say "deliver".
     if not affiliate.buyer_data:
-        return Outcome.WITHHELD, "affiliate is not permitted to see buyer data (buyer_data = false)"
+        return Outcome.WITHHELD, _NOT_PERMITTED
     if not affiliate.covers_product(event.product.id, event.product.ucode):
-        return Outcome.SKIPPED, f"product {event.product.id or '?'} is out of this affiliate's scope"
+        return (
+            Outcome.SKIPPED,
+            f"product {event.product.id or '?'} is out of this affiliate's scope",
+        )
     if event.event not in affiliate.events:
         return Outcome.SKIPPED, f"event {event.event} is not subscribed"
     if not destination.enabled:

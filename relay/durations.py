@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -13,9 +14,15 @@ def parse_duration_s(text: object) -> float:
     if isinstance(text, bool):
         raise ValueError("expected a duration such as '30s', not a boolean")
     if isinstance(text, int | float):
-        if text < 0:
+        try:
+            seconds = float(text)
+        except OverflowError:  # an int beyond float range
+            raise ValueError("a duration must be a finite number") from None
+        if not math.isfinite(seconds):  # TOML allows `inf` and `nan`
+            raise ValueError("a duration must be a finite number")
+        if seconds < 0:
             raise ValueError("a duration cannot be negative")
-        return float(text)
+        return seconds
     if not isinstance(text, str):
         raise ValueError("expected a duration such as '500ms', '30s', '5m', '2h' or '7d'")
     match = _DURATION.match(text)
@@ -23,7 +30,10 @@ def parse_duration_s(text: object) -> float:
         raise ValueError(
             f"{text!r} is not a duration; use a number and a unit: '500ms', '30s', '5m', '2h', '7d'"
         )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds):  # "999...9d" overflows to inf
+        raise ValueError(f"{text!r} is too long a duration")
+    return seconds
 
 
 def parse_since_ms(text: str, now_ms: int) -> int:

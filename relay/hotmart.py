@@ -65,6 +65,9 @@ _V1_STATUS_EVENTS = {
 }
 
 
+_MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
 class MalformedEvent(ValueError):
     """The body cannot be understood; `field` names the culprit for the 400 reply."""
 
@@ -155,8 +158,11 @@ def parse_json_event(body: Any) -> Event:
     purchase = _obj(data.get("purchase"))
     payment = _obj(purchase.get("payment"))
     country = _obj(_get(purchase, "checkout_country"))
-    price = _obj(purchase.get("price"))
-    currency = _text(_get(price, "currency_value") or _get(price, "currency"))
+    raw_price = purchase.get("price")
+    # Usually {value, currency_value}; a bare number or numeric string is the value itself.
+    price = raw_price if isinstance(raw_price, dict) else {"value": raw_price}
+    currency = _text(_get(price, "currency_value") or _get(price, "currency")).upper()
+    country_iso = _text(country.get("iso")).upper()
     buyer = data.get("buyer")
     return Event(
         id=event_id,
@@ -172,11 +178,12 @@ def parse_json_event(body: Any) -> Event:
             status=_text(purchase.get("status")),
             order_date_ms=_epoch_ms(_get(purchase, "order_date")),
             price=_decimal(price.get("value")),
-            currency=currency.upper(),
-            country_iso=_text(country.get("iso")).upper(),
+            currency=currency,
+            country_iso=country_iso,
             country_name=_text(country.get("name")),
         ),
-        payment=_payment(payment, _text(country.get("iso")).upper()),
+        # With no checkout_country, the currency still tells OXXO (MXN) from Baloto (COP).
+        payment=_payment(payment, country_iso or _CURRENCY_COUNTRY.get(currency, "")),
     )
 
 
@@ -209,7 +216,9 @@ def parse_v1_postback(form: Mapping[str, str]) -> Event:
         source="v1",
         product=Product(id=_text(form.get("prod")), name=_text(form.get("prod_name"))),
         affiliates=_affiliates([{"affiliate_code": form.get("aff"), "name": form.get("aff_name")}]),
-        buyer=_buyer({"email": form.get("email"), "name": form.get("name"), "checkout_phone": phone}),
+        buyer=_buyer(
+            {"email": form.get("email"), "name": form.get("name"), "checkout_phone": phone}
+        ),
         purchase=Purchase(
             transaction=transaction,
             status=status.upper(),
@@ -225,7 +234,7 @@ def _payment(payment: Mapping[str, Any], country_iso: str) -> Payment:
     kind = _text(_get(payment, "type")).upper()
     named = _text(_get(payment, "method") or _get(payment, "payment_method")).upper()
     slip_url = _text(_get(payment, "billet_url")) or None
-    barcode = re.sub(r"\s+", "", _text(_get(payment, "billet_barcode"))) or None
+    barcode = _slip_code(_text(_get(payment, "billet_barcode")))
     pix_code = _text(_get(payment, "pix_code")) or None
     method = _slip_method(kind, named, country_iso, slip_url or "")
     expires = _epoch_ms(
@@ -244,6 +253,14 @@ def _payment(payment: Mapping[str, Any], country_iso: str) -> Payment:
         expires_at_ms=expires,
         installments=_int(_get(payment, "installments_number")),
     )
+
+
+def _slip_code(text: str) -> str | None:
+    """Digits only when the code is a number written with separators, as boletos are
+    ("34191.09669 36967.100540 ..."); otherwise just without whitespace."""
+    compact = re.sub(r"\s+", "", text)
+    digits = re.sub(r"[.\-]", "", compact)
+    return (digits if digits.isdecimal() and digits.isascii() else compact) or None
 
 
 def _slip_method(kind: str, named: str, country_iso: str, slip_url: str) -> str | None:
@@ -266,7 +283,7 @@ def _slip_method(kind: str, named: str, country_iso: str, slip_url: str) -> str 
 
 def _product(product: Mapping[str, Any]) -> Product:
     return Product(
-        id=_text(product.get("id")),
+        id=_id_text(product.get("id")),
         ucode=_text(product.get("ucode")),
         name=_text(product.get("name")),
     )
@@ -289,7 +306,8 @@ def _buyer(buyer: Mapping[str, Any]) -> Buyer:
     name = _text(buyer.get("name"))
     if not name:
         name = " ".join(
-            part for part in (_text(_get(buyer, "first_name")), _text(_get(buyer, "last_name")))
+            part
+            for part in (_text(_get(buyer, "first_name")), _text(_get(buyer, "last_name")))
             if part
         )
     return Buyer(
@@ -319,6 +337,13 @@ def _required_text(body: Mapping[str, Any], key: str) -> str:
     return str(value).strip()
 
 
+def _id_text(value: Any) -> str:
+    """An id as text: 3012345.0 (a number that went through a float) reads as "3012345"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return _text(value)
+
+
 def _text(value: Any) -> str:
     if value is None or isinstance(value, dict | list):
         return ""
@@ -326,6 +351,8 @@ def _text(value: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     try:
         return int(str(value).strip())
     except (TypeError, ValueError):
@@ -347,8 +374,11 @@ def _epoch_ms(value: Any) -> int | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
-        number = int(float(value))
-        return number if number > 10**11 else number * 1000
+        try:
+            number = value if isinstance(value, int) else int(float(value))
+        except (OverflowError, ValueError):  # inf, nan, digits float() cannot read
+            return None
+        return _plausible_ms(number if number > 10**11 else number * 1000)
     if isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -356,6 +386,10 @@ def _epoch_ms(value: Any) -> int | None:
             return None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
+        return _plausible_ms(int(moment.timestamp() * 1000))
     return None
 
+
+def _plausible_ms(epoch_ms: int) -> int | None:
+    # Outside 1970..9999 it is not a real date, and datetime could not represent it anyway.
+    return epoch_ms if 0 <= epoch_ms <= _MAX_EPOCH_MS else None

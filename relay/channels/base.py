@@ -29,7 +29,7 @@ class DeliveryError(Exception):
 
 
 class TransientError(DeliveryError):
-    """Worth retrying on the schedule: timeouts, connection errors, 5xx, 408, 429, SMTP 4xx."""
+    """Worth retrying on the schedule: timeouts, connection errors, 5xx, 408, 429, 3xx, SMTP 4xx."""
 
     def __init__(
         self, reason: str, report: AttemptReport | None = None, retry_after_s: float | None = None
@@ -39,7 +39,7 @@ class TransientError(DeliveryError):
 
 
 class PermanentError(DeliveryError):
-    """Retrying cannot help: most 4xx, 3xx, SMTP 5xx, a refused address, a broken template."""
+    """Retrying cannot help: most 4xx, SMTP 5xx, a refused address, a broken template."""
 
     def __init__(
         self, reason: str, report: AttemptReport | None = None, disable_destination: bool = False

@@ -34,8 +34,9 @@ def _now_ms() -> int:
 class ProgressBar:
     """A one-line bar on stderr, so a long replay shows it is moving."""
 
-    def __init__(self, total: int, out: TextIO = sys.stderr, width: int = 30) -> None:
-        self.total, self.done, self._out, self._width = total, 0, out, width
+    def __init__(self, total: int, out: TextIO | None = None, width: int = 30) -> None:
+        self.total, self.done, self._width = total, 0, width
+        self._out = out or sys.stderr
 
     def advance(self, count: int = 1) -> None:
         self.done += count

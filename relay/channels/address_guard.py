@@ -1,0 +1,92 @@
+"""The SSRF guard: which addresses a webhook may reach, checked when it connects.
+
+A URL's host is only a name until it resolves, and a name can resolve to a private
+address at any time (DNS rebinding), so the check runs inside the connector's
+resolver, on the addresses the socket will actually use. aiohttp skips the
+resolver for IP literals, so `WebhookChannel` checks those itself with
+`is_forbidden_address` before it sends.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Cloud instance metadata endpoints: the classic SSRF prize. Both already fall in
+# link-local / unique-local ranges; named here so a reader sees they are covered.
+CLOUD_METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+
+
+class AddressRefusedError(Exception):
+    """A destination resolved only to addresses the guard forbids.
+
+    Not an OSError on purpose: aiohttp would wrap an OSError from the resolver
+    into a DNS error, and a refusal must stay distinguishable from a lookup failure.
+    """
+
+    def __init__(self, host: str) -> None:
+        super().__init__(refusal_reason(host))
+        self.host = host
+
+
+def refusal_reason(host: str) -> str:
+    return (
+        f"refused: {host} resolves to a private address "
+        "(set delivery.allow_private_networks = true to allow)"
+    )
+
+
+def parse_ip_literal(host: str) -> IPAddress | None:
+    """The address if `host` is an IP literal (brackets and zone allowed), else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_forbidden_address(address: IPAddress) -> bool:
+    """True for anything that is not a public unicast address."""
+    # An IPv4-mapped IPv6 address (::ffff:127.0.0.1) reaches the IPv4 host.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address in CLOUD_METADATA_ADDRESSES
+        or address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast  # not covered by is_global for IPv4
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global  # shared address space (100.64/10) and the like
+    )
+
+
+class GuardedResolver(AbstractResolver):
+    """Wraps a resolver and drops forbidden addresses; raises if none is left."""
+
+    def __init__(self, inner: AbstractResolver) -> None:
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = [r for r in results if not _result_is_forbidden(r)]
+        if not allowed:
+            raise AddressRefusedError(host)
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _result_is_forbidden(result: ResolveResult) -> bool:
+    address = parse_ip_literal(result["host"])
+    # A resolver answer that is not an address cannot be judged, so it is not used.
+    return address is None or is_forbidden_address(address)

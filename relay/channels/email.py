@@ -1,0 +1,39 @@
+"""The email channel: one `send` over SMTP (pooled) or into a maildir, chosen by config."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Protocol
+
+from relay.channels.base import AttemptReport, EmailMessageSpec
+from relay.channels.maildir import Maildir
+from relay.channels.mime import build_message
+from relay.channels.smtp_pool import open_smtp_pool
+from relay.config import EmailConfig
+
+__all__ = ["EmailChannel", "build_message", "open_email_channel"]
+
+
+class EmailChannel(Protocol):
+    """Sends one rendered email; raises TransientError or PermanentError on failure."""
+
+    async def send(self, message: EmailMessageSpec) -> AttemptReport: ...
+
+
+@asynccontextmanager
+async def open_email_channel(
+    config: EmailConfig, *, base_dir: Path, timeout_s: float
+) -> AsyncIterator[EmailChannel]:
+    """Open the configured transport for the life of the block (SMTP pool or maildir)."""
+    if config.transport == "maildir":
+        root = Path(config.maildir)
+        if not root.is_absolute():
+            root = base_dir / root
+        yield Maildir(root, from_address=config.from_address)
+        return
+    async with open_smtp_pool(
+        config.smtp, from_address=config.from_address, timeout_s=timeout_s
+    ) as pool:
+        yield pool

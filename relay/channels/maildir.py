@@ -1,0 +1,82 @@
+"""Email into a local maildir: one real .eml per message, for dev setups and tests.
+
+Each file is written to tmp/ and renamed into new/, so a reader never sees half a
+message. The name comes from the message id, so a retry replaces the file it
+wrote before instead of adding a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+
+from relay.channels.base import AttemptReport, EmailMessageSpec, TransientError
+from relay.channels.mime import build_message
+
+# Comfortably under the 255-byte name limit of common filesystems, ".eml" included.
+MAX_NAME_STEM_CHARS = 150
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Maildir:
+    """Writes each message to `<root>/new/<message id>.eml`."""
+
+    def __init__(self, root: Path, *, from_address: str) -> None:
+        self._root = root
+        self._from_address = from_address
+
+    async def send(self, message: EmailMessageSpec) -> AttemptReport:
+        """Write one message; return the path written or raise a DeliveryError."""
+        mime = build_message(message, self._from_address)
+        # Files on disk use the local line ending; CRLF is for the SMTP wire.
+        content = mime.as_bytes(policy=mime.policy.clone(linesep="\n"))
+        name = file_name(message.message_id)
+        started = time.perf_counter()
+        try:
+            path = await asyncio.to_thread(_write_atomically, self._root, name, content)
+        except OSError as exc:
+            reason = f"cannot write to maildir {self._root}: {exc}"
+            raise TransientError(reason, AttemptReport(latency_ms=_elapsed_ms(started))) from None
+        return AttemptReport(latency_ms=_elapsed_ms(started), detail=f"written to {path}")
+
+
+def file_name(message_id: str) -> str:
+    """A safe, stable file name for a message id; distinct ids get distinct names."""
+    # "%" escapes, like URL encoding, so no two ids collide; it never starts with a dot.
+    stem = _UNSAFE_NAME_CHARS.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), message_id)
+    if stem.startswith("."):
+        stem = "%2E" + stem[1:]
+    if len(stem) > MAX_NAME_STEM_CHARS:
+        digest = hashlib.sha256(message_id.encode()).hexdigest()
+        stem = f"{stem[: MAX_NAME_STEM_CHARS - len(digest) - 1]}-{digest}"
+    return f"{stem}.eml"
+
+
+def _write_atomically(root: Path, name: str, content: bytes) -> Path:
+    for sub in ("tmp", "new", "cur"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    staging = root / "tmp" / name
+    final = root / "new" / name
+    with staging.open("wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(staging, final)
+    _fsync_dir(final.parent)  # make the rename itself survive a crash
+    return final
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

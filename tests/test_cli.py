@@ -1,0 +1,250 @@
+"""The operator's commands against a real database, with the relay serving beside them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.cli import main
+from relay.config import Config
+from tests.conftest import SECRET, build_config, fixture_json, runtime_of
+from tests.peers import WebhookSink, status, wait_until, webhook_sink
+from tests.test_delivery import settled
+from tests.test_ingest import post_json
+
+
+def write_toml(config_dict: dict[str, Any], path: Path) -> Path:
+    """A minimal TOML writer for the test configs (strings, numbers, bools, lists, tables)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    lines: list[str] = []
+
+    def table(name: str, body: dict[str, Any], array: bool = False) -> None:
+        lines.append(f"[[{name}]]" if array else f"[{name}]")
+        nested = []
+        for key, v in body.items():
+            if isinstance(v, dict):
+                nested.append((key, v, False))
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                nested.append((key, v, True))
+            else:
+                lines.append(f"{key} = {value(v)}")
+        for key, v, is_array in nested:
+            if is_array:
+                for item in v:
+                    table(f"{name}.{key}", item, array=True)
+            else:
+                table(f"{name}.{key}", v)
+
+    for key, v in config_dict.items():
+        if isinstance(v, list):
+            for item in v:
+                table(key, item, array=True)
+        else:
+            table(key, v)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def run_cli(config_path: Path, *args: str) -> int:
+    """`relay ...` in a worker thread (its own event loop), beside the serving relay."""
+    return await asyncio.to_thread(main, ["--config", str(config_path), *args])
+
+
+async def serving(relay_client: Any, raw: dict[str, Any], tmp_path: Path) -> tuple[Any, Path]:
+    config: Config = build_config(raw, tmp_path)
+    return await relay_client(config), write_toml(raw, tmp_path / "relay.toml")
+
+
+async def test_history_lists_decisions_with_reasons(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    for name in (
+        "billet_printed_oxxo.json",
+        "test_button_billet_printed.json",
+        "billet_printed_no_affiliate.json",
+    ):
+        await post_json(client, fixture_json(name))
+    await wait_until(lambda: settled(client))
+    capsys.readouterr()
+
+    assert await run_cli(path, "history") == 0
+    table = capsys.readouterr().out
+    assert "delivered" in table and "ignored" in table and "skipped" in table
+    assert "test button" in table and "direct sale" in table
+
+    assert await run_cli(path, "history", "--status", "skipped", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["skipped"]
+    assert rows[0]["affiliate_code"] == "Q58388177J"
+
+    assert await run_cli(path, "history", "--affiliate", "K12345678M", "--json") == 0
+    assert {r["affiliate_code"] for r in json.loads(capsys.readouterr().out)} == {"K12345678M"}
+
+    assert await run_cli(path, "history", "--event", "PURCHASE_APPROVED", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+    assert await run_cli(path, "history", "--limit", "1") == 0
+    assert "relay history --before" in capsys.readouterr().out
+
+
+async def test_show_lists_every_attempt_with_payload_and_response(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with webhook_sink() as sink:
+        raw = with_webhook(config_dict, sink)
+        sink.on("/hook", status(500), status(200))
+        client, path = await serving(relay_client, raw, tmp_path)
+        await post_json(client, fixture_json("billet_printed_oxxo.json"))
+        await wait_until(lambda: settled(client))
+        rows = await runtime_of(client).store.history(_filter(channel="webhook"))
+        capsys.readouterr()
+        assert await run_cli(path, "show", str(rows[0].id)) == 0
+    out = capsys.readouterr().out
+    assert "attempt 1" in out and "attempt 2" in out
+    assert "status 500" in out and "status 200" in out
+    assert "HP1764271200123" in out  # the payload sent
+    assert "status 500" in out
+    assert await run_cli(path, "show", "999999") == 1
+
+
+def with_webhook(raw: dict[str, Any], sink: WebhookSink) -> dict[str, Any]:
+    raw["producers"][0]["affiliates"][0]["destinations"] = [
+        {"kind": "webhook", "url": sink.url("/hook"), "secret": SECRET}
+    ]
+    return raw
+
+
+def _filter(**kwargs: Any) -> Any:
+    from relay.store.records import HistoryFilter
+
+    return HistoryFilter(limit=100, **kwargs)
+
+
+async def test_replay_sends_a_failed_delivery_again_with_the_same_id(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with webhook_sink() as sink:
+        raw = with_webhook(config_dict, sink)
+        sink.on("/hook", *[status(500)] * 5)
+        client, path = await serving(relay_client, raw, tmp_path)
+        await post_json(client, fixture_json("billet_printed_oxxo.json"))
+        await wait_until(lambda: settled(client))
+        (failed,) = await runtime_of(client).store.history(_filter(status="failed"))
+        assert failed.attempts == 5
+        capsys.readouterr()
+
+        assert await run_cli(path, "replay", str(failed.id)) == 0
+        captured = capsys.readouterr()
+        assert "1/1" in captured.err  # the progress bar
+        assert f"delivery {failed.id} -> acme/K12345678M/0: delivered" in captured.out
+        hits = sink.at("/hook")
+        assert len(hits) == 6
+        assert {h.headers["webhook-id"] for h in hits} == {failed.message_id}
+
+        # Nothing failed since: --failed finds nothing to do; a withheld row is refused.
+        assert await run_cli(path, "replay", "--failed", "--since", "1h") == 0
+        assert await run_cli(path, "replay") == 2
+
+
+async def test_replay_failed_since(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async with webhook_sink() as sink:
+        raw = with_webhook(config_dict, sink)
+        sink.on("/hook", *[status(503)] * 10)
+        client, path = await serving(relay_client, raw, tmp_path)
+        await post_json(client, fixture_json("billet_printed_oxxo.json"))
+        await post_json(client, fixture_json("billet_printed_baloto.json"))
+        await wait_until(lambda: settled(client))
+        assert len(await runtime_of(client).store.history(_filter(status="failed"))) == 2
+        assert await run_cli(path, "replay", "--failed", "--since", "1h") == 0
+        assert await runtime_of(client).store.history(_filter(status="failed")) == []
+
+
+async def test_replay_refuses_withheld_rows(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    payload = fixture_json("billet_printed_oxxo.json")
+    payload["data"]["affiliates"] = [{"affiliate_code": "P0000000NP", "name": "x"}]
+    await post_json(client, payload)
+    (row,) = await runtime_of(client).store.history(_filter())
+    assert row.status == "withheld"
+    assert await run_cli(path, "replay", str(row.id)) == 1
+    assert "not replayable" in capsys.readouterr().out
+
+
+async def test_send_test_goes_through_the_real_channel_and_is_recorded(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    assert await run_cli(path, "send-test", "--affiliate", "K12345678M") == 0
+    (eml,) = (tmp_path / "mail" / "new").iterdir()
+    text = eml.read_text(encoding="utf-8")
+    assert "[PRUEBA]" in text
+    (row,) = await runtime_of(client).store.history(_filter())
+    assert (row.kind, row.status) == ("test", "delivered")
+    assert await run_cli(path, "send-test", "--affiliate", "NOPE") == 2
+    assert await run_cli(path, "send-test", "--affiliate", "K12345678M", "--destination", "7") == 2
+
+
+async def test_destinations_lists_health_and_switches(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    capsys.readouterr()
+    assert await run_cli(path, "destinations", "--disable", "acme/K12345678M/0") == 0
+    assert await run_cli(path, "destinations", "--json") == 0
+    out = capsys.readouterr().out
+    listed = {row["key"]: row for row in json.loads(out[out.index("[") :])}
+    assert listed["acme/K12345678M/0"]["enabled"] is False
+    assert listed["acme/P98765432X/0"]["enabled"] is True
+
+    # A slip for a disabled destination is skipped, and replayable once enabled again.
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
+    assert row.status == "skipped"
+    assert await run_cli(path, "destinations", "--enable", "acme/K12345678M/0") == 0
+    assert await run_cli(path, "replay", str(row.id)) == 0
+    (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
+    assert row.status == "delivered"
+
+    assert await run_cli(path, "destinations") == 0
+    assert "acme/K12345678M/0  email lucia@example.com  enabled" in capsys.readouterr().out
+    assert await run_cli(path, "destinations", "--enable", "acme/NOPE/0") == 2
