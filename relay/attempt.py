@@ -162,7 +162,7 @@ class AttemptRunner:
 
     async def _send(self, outgoing: WebhookMessage | EmailMessageSpec) -> AttemptReport:
         if isinstance(outgoing, WebhookMessage):
-            return await self._channels.webhook.send(outgoing)
+            return await self._channels.webhook.send(outgoing, now_s=self._clock.now_ms() / 1000)
         return await self._channels.email.send(outgoing)
 
     async def _record(

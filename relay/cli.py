@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,10 +118,13 @@ def check_config(config: Config) -> int:
 
 def serve(config: Config) -> int:
     from relay.service import serve as run_server
+    from relay.store import StoreUnavailable
 
     try:
         run_server(config)
-    except RuntimeError as exc:  # another instance holds the database
-        print(f"relay: {exc}", file=sys.stderr)
+    except (RuntimeError, OSError, StoreUnavailable, sqlite3.Error) as exc:
+        # Another instance holds the database, the port is taken, the disk refuses:
+        # say which, plainly, for the operator at 3 a.m.
+        print(f"relay: cannot serve: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK

@@ -22,6 +22,19 @@ _NO_CENTS = frozenset({"COP", "CLP", "PYG", "JPY", "KRW"})
 # (thousands, decimal) separators, one rule per locale so output is predictable. es uses the
 # decimal comma of Colombia and most of Latin America, although Mexico writes a decimal point.
 _SEPARATORS = {"es": (".", ","), "pt": (".", ","), "en": (",", ".")}
+# An amount is written the way its own country writes it: an affiliate in Mexico reads
+# MXN 1,499.00 (point decimals), one in Colombia COP 189.900. Other currencies follow the
+# reader's locale.
+_CURRENCY_SEPARATORS = {
+    "MXN": (",", "."),
+    "USD": (",", "."),
+    "PEN": (",", "."),
+    "BRL": (".", ","),
+    "COP": (".", ","),
+    "CLP": (".", ","),
+    "ARS": (".", ","),
+    "EUR": (".", ","),
+}
 # A boleto's linha digitável: fields 1-3 with their check digit, the general check digit,
 # then due-date factor and value. Lengths add up to 47.
 _BOLETO_GROUPS = ((5, 5), (5, 6), (5, 6), (1,), (14,))
@@ -92,7 +105,7 @@ def format_code(code: str | None, method: str | None = None) -> str:
 
 
 def format_amount(value: Decimal | None, currency: str, locale: str) -> str:
-    """`MXN 499,00`, `R$ 997,00`, `COP 189.900`: the sale's currency in the reader's notation."""
+    """`MXN 499.00`, `R$ 997,00`, `COP 189.900`: the sale's currency in its own notation."""
     if value is None or not value.is_finite():
         return ""
     currency = currency.upper()
@@ -101,7 +114,9 @@ def format_amount(value: Decimal | None, currency: str, locale: str) -> str:
         rounded = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     except InvalidOperation:  # more digits than the decimal context holds: show it raw
         return f"{currency} {value}".strip()
-    thousands, point = _SEPARATORS.get(locale, _SEPARATORS["en"])
+    thousands, point = _CURRENCY_SEPARATORS.get(
+        currency, _SEPARATORS.get(locale, _SEPARATORS["en"])
+    )
     whole, _, cents = f"{abs(rounded):f}".partition(".")
     number = f"{int(whole):,}".replace(",", thousands) + (point + cents if cents else "")
     if rounded < 0:

@@ -303,3 +303,71 @@ async def test_webhook_body_has_the_spec_keys(
         "expires_at",
     }
     assert body["buyer"]["email"] == "maria.gonzalez@example.com"
+
+
+async def test_one_slow_destination_cannot_take_every_slot(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    in_flight: dict[str, int] = {"now": 0, "max": 0}
+
+    async def tracked(request: Any) -> Any:
+        in_flight["now"] += 1
+        in_flight["max"] = max(in_flight["max"], in_flight["now"])
+        try:
+            return await slow(0.2)(request)
+        finally:
+            in_flight["now"] -= 1
+
+    sink.on("/K12345678M", *[tracked] * 12)
+    raw = wired_config(tmp_path, port, sink, per_destination_concurrency=2, concurrency=8)
+    raw["producers"][0]["affiliates"][0]["destinations"] = [
+        {"kind": "webhook", "url": sink.url("/K12345678M"), "secret": SECRET}
+    ]
+    client = await relay_client(build_config(raw, tmp_path))
+    for i in range(6):
+        payload = fixture_json("billet_printed_oxxo.json")
+        payload["id"] = f"slow-{i}"
+        await post_json(client, payload)
+    # While the slow destination works through its queue, another affiliate is served.
+    await post_json(client, fixture_json("billet_printed_boleto.json"))
+    await wait_until(lambda: len(sink.at("/P98765432X")) == 1)
+    assert len(sink.at("/K12345678M")) < 6  # the fast one did not wait behind the slow queue
+    await wait_until(lambda: settled(client))
+    assert len(sink.at("/K12345678M")) == 6
+    assert in_flight["max"] == 2
+
+
+async def test_shutdown_waits_for_attempts_in_flight_and_records_them(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", slow(0.3))
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    store = runtime_of(client).store
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: len(sink.at("/K12345678M")) == 1)
+    await client.close()  # cleanup drains: the slow attempt finishes and is written
+    reopened = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    (row,) = await history(reopened, channel="webhook", affiliate_code="K12345678M")
+    assert (row.status, row.attempts) == ("delivered", 1)
+    assert store is not runtime_of(reopened).store
+
+
+async def test_attempt_cut_off_by_shutdown_is_sent_again_after_restart_with_same_id(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", slow(1.5))
+    raw = wired_config(tmp_path, port, sink, shutdown_grace="100ms")
+    client = await relay_client(build_config(raw, tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: len(sink.at("/K12345678M")) == 1)
+    await client.close()  # grace runs out: the attempt is cancelled, its lease kept
+    reopened = await relay_client(build_config(raw, tmp_path))
+    await wait_until(lambda: settled(reopened))
+    hits = sink.at("/K12345678M")
+    assert len(hits) == 2
+    assert hits[0].headers["webhook-id"] == hits[1].headers["webhook-id"]
+    (row,) = await history(reopened, channel="webhook", affiliate_code="K12345678M")
+    assert row.status == "delivered"

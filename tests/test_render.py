@@ -43,7 +43,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method": "OXXO",
         "link": "https://pay.hotmart.example/oxxo/HP1764271200123",
         "code": "9300 0004 2176 4271 2001 2300 0049 9007",
-        "amount": {"es": "MXN 499,00", "pt": "MXN 499,00", "en": "MXN 499.00"},
+        "amount": {"es": "MXN 499.00", "pt": "MXN 499.00", "en": "MXN 499.00"},
         "buyer": "María González",
         "contact": ("maria.gonzalez@example.com", "+52 55 1234 5678"),
     },
@@ -52,7 +52,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method": "Baloto",
         "link": "https://pay.hotmart.example/baloto/HP1764271300456",
         "code": "7700 0176 4271 3004 56",
-        "amount": {"es": "COP 189.900", "pt": "COP 189.900", "en": "COP 189,900"},
+        "amount": {"es": "COP 189.900", "pt": "COP 189.900", "en": "COP 189.900"},
         "buyer": "Andrés Rojas",
         "contact": ("andres.rojas@example.com", "+57 300 123 4567"),
     },
@@ -61,7 +61,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method": "Boleto",
         "link": "https://hotm.art/bHP0970394859",
         "code": "34191.09669 36967.100540 89356.830003 5 10720000099700",
-        "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997.00"},
+        "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997,00"},
         "buyer": "Ana Souza",
         "contact": ("ana.souza@example.com", "11987654321"),
     },
@@ -70,7 +70,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method": "Pix",
         "link": "https://pay.hotmart.example/pix/qr/HP0970394999.png",
         "code": PIX_CODE,
-        "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997.00"},
+        "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997,00"},
         "buyer": "Ana Souza",
         "contact": ("ana.souza@example.com", "11987654321"),
     },
@@ -79,7 +79,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "method": "OXXO",
         "link": "https://pay.hotmart.example/oxxo/HP1764271200123",
         "code": "9300 0004 2176 4271 2001 2300 0049 9007",
-        "amount": {"es": "MXN 499,00", "pt": "MXN 499,00", "en": "MXN 499.00"},
+        "amount": {"es": "MXN 499.00", "pt": "MXN 499.00", "en": "MXN 499.00"},
         "buyer": "María González",
         "contact": ("maria.gonzalez@example.com", "+52 55 1234 5678"),
     },
@@ -221,7 +221,7 @@ def test_event_without_slip_still_renders(templates: Templates) -> None:
     # Hotmart's "send test" button posts a credit card sale as BILLET_PRINTED.
     email = templates.email(notify(load("test_button_billet_printed"), "en"))
     assert email.subject == "Payment slip issued: Produto test postback2"
-    assert "BRL 1,500.00" in email.text
+    assert "BRL 1.500,00" in email.text
     assert "Slip link" not in email.text
 
 
@@ -566,16 +566,18 @@ def test_format_code(code: str | None, method: str | None, shown: str) -> None:
     ("value", "currency", "locale", "shown"),
     [
         (Decimal("499"), "MXN", "en", "MXN 499.00"),
-        (Decimal("499"), "MXN", "es", "MXN 499,00"),
+        (Decimal("499"), "MXN", "es", "MXN 499.00"),  # Mexico writes point decimals
+        (Decimal("1499.5"), "MXN", "pt", "MXN 1,499.50"),
+        (Decimal("10"), "XYZ", "pt", "XYZ 10,00"),  # unknown currency: the reader's locale
         (Decimal("997.0"), "BRL", "pt", "R$ 997,00"),
-        (Decimal("997.0"), "BRL", "en", "BRL 997.00"),
+        (Decimal("997.0"), "BRL", "en", "BRL 997,00"),
         (Decimal("1234567.891"), "BRL", "pt", "R$ 1.234.567,89"),
         (Decimal("1234567.891"), "USD", "en", "USD 1,234,567.89"),
         (Decimal("189900.0"), "COP", "es", "COP 189.900"),
-        (Decimal("189900.5"), "cop", "en", "COP 189,901"),  # half rounds up
+        (Decimal("189900.5"), "cop", "en", "COP 189.901"),  # half rounds up
         (Decimal("15990"), "CLP", "es", "CLP 15.990"),
         (Decimal("0.005"), "MXN", "en", "MXN 0.01"),
-        (Decimal("-12.5"), "MXN", "es", "MXN -12,50"),
+        (Decimal("-12.5"), "MXN", "es", "MXN -12.50"),
         (Decimal("12"), "", "en", "12.00"),
         (None, "MXN", "es", ""),
         (Decimal("NaN"), "MXN", "es", ""),
