@@ -21,6 +21,7 @@ from relay.channels.base import (
     DeliveryError,
     EmailMessageSpec,
     PermanentError,
+    TransientError,
     WebhookMessage,
 )
 from relay.channels.email import EmailChannel
@@ -31,7 +32,7 @@ from relay.hotmart import Event
 from relay.render import DestinationAlert, Notification, RenderError
 from relay.retry import next_retry
 from relay.runtime import Clock
-from relay.store import Store
+from relay.store import Store, StoreUnavailable
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
@@ -72,6 +73,20 @@ class AttemptRunner:
         self._rng = rng or random.Random()
 
     async def attempt(self, delivery: ClaimedDelivery) -> None:
+        """Make one attempt and record it. A bug of ours counts as a failed attempt, so
+        its retries stay bounded by the schedule instead of looping on lease expiry."""
+        try:
+            await self._attempt(delivery)
+        except StoreUnavailable:
+            raise  # not recorded: the lease runs out and the attempt is made again
+        except Exception as exc:
+            # Only the type: an exception's text can quote the payload, i.e. buyer data.
+            reason = f"internal error: {type(exc).__name__}"
+            log.error("delivery %d: %s", delivery.id, reason)
+            now_ms = self._clock.now_ms()
+            await self._record(delivery, now_ms, 0.0, "", AttemptReport(), TransientError(reason))
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> None:
         target = resolve_target(self._config, delivery)
         if isinstance(target, str):  # the config no longer names this destination
             await self._finish_unsent(delivery, DeliveryStatus.FAILED, target)

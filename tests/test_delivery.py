@@ -371,3 +371,30 @@ async def test_attempt_cut_off_by_shutdown_is_sent_again_after_restart_with_same
     assert hits[0].headers["webhook-id"] == hits[1].headers["webhook-id"]
     (row,) = await history(reopened, channel="webhook", affiliate_code="K12345678M")
     assert row.status == "delivered"
+
+
+async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_in_logs(
+    relay_client: Any, peers: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: the stored payload is corrupt. Retries stop; the log names no buyer."""
+    recorder, port, sink = peers
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    store = runtime_of(client).store
+    await store.set_destination_enabled("acme/K12345678M/0", False, "hold", now_ms=0)
+    await store.set_destination_enabled("acme/K12345678M/1", False, "hold", now_ms=0)
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    await store.run(
+        lambda c: c.execute(
+            'UPDATE events SET payload_json = \'{"buyer": "maria.gonzalez@example.com"}\''
+        )
+    )
+    await store.set_destination_enabled("acme/K12345678M/1", True, "", now_ms=0)
+    rows = await history(client, channel="webhook")
+    assert await store.requeue([rows[0].id], now_ms=0) == [rows[0].id]
+    runtime_of(client).wake_dispatcher()
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="webhook")
+    assert (row.status, row.attempts) == ("failed", 5)
+    assert "internal error: ValidationError" in row.last_error
+    assert "maria.gonzalez" not in caplog.text
