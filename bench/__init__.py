@@ -1,0 +1,1 @@
+"""relay's benchmark harness (`make bench`): ratios against bare baselines, same run."""

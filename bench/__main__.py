@@ -1,0 +1,106 @@
+"""`python -m bench`: run the benchmarks, print each result, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import channels, ingest, latency
+from bench.common import load_average
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+Benchmark = Callable[[bool], Awaitable[dict[str, Any]]]
+BENCHMARKS: dict[str, Benchmark] = {
+    "ingest": ingest.run,
+    "latency": latency.run,
+    "webhook": channels.run_webhook,
+    "email": channels.run_email,
+}
+
+
+async def run_all(names: list[str], quick: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "meta": {
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": sys.version.split()[0],
+            "aiohttp": aiohttp.__version__,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_average(),
+            "quick": quick,
+        }
+    }
+    started = time.perf_counter()
+    for name in names:
+        section_started = time.perf_counter()
+        results[name] = await BENCHMARKS[name](quick)
+        results[name]["load_average_after"] = load_average()
+        print(f"    ({time.perf_counter() - section_started:.1f}s)\n")
+    results["meta"]["elapsed_s"] = round(time.perf_counter() - started, 1)
+    return results
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """The headline numbers, one line each."""
+    lines = []
+    if "ingest" in results:
+        ingest_result = results["ingest"]
+        shares = ", ".join(
+            f"{name} {ingest_result[name]['ratio_relay_to_bare']}"
+            for name in ("wrk", "python")
+            if name in ingest_result
+        )
+        lines.append(f"{'ingest throughput relay/bare':<34} {shares}  (roadmap: >= 0.5)")
+    if "latency" in results:
+        for name, run in results["latency"].items():
+            if isinstance(run, dict) and "end_to_end" in run:
+                e2e = run["end_to_end"]
+                lines.append(
+                    f"{'end-to-end ' + name:<34} median {e2e.get('median_ms')} ms, "
+                    f"p99 {e2e.get('p99_ms')} ms"
+                )
+        lines[-1] += "  (roadmap: p99 <= 50 ms at 500/s)"
+    if "webhook" in results:
+        webhook_share = results["webhook"]["ratio_relay_to_raw"]
+        lines.append(f"{'webhook channel relay/raw':<34} {webhook_share}")
+    if "email" in results:
+        email = results["email"]
+        lines.append(
+            f"{'email SMTP pool relay/raw':<34} {email['ratio_relay_to_raw']} "
+            f"(vs raw building MIME per message: {email['ratio_relay_to_raw_mime_per_message']})"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only these: {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke test")
+    args = parser.parse_args()
+    names = [name for name in BENCHMARKS if not args.only or name in args.only]
+    results = asyncio.run(run_all(names, args.quick))
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    print("summary")
+    for line in summary(results):
+        print(f"    {line}")
+    print(f"results written to {RESULTS} ({results['meta']['elapsed_s']}s in all)")
+
+
+if __name__ == "__main__":
+    main()

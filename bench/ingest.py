@@ -1,0 +1,248 @@
+"""Benchmark 1: ingest throughput, relay against a bare aiohttp handler, each in its own process.
+
+A closed-loop load generator keeps 64 requests in flight, posting the OXXO fixture
+with a fresh `id` per request, for a fixed time after a warm-up. relay runs as
+`relay serve` with SQLite, the maildir transport and its dispatcher, and the
+fixture's affiliate has buyer data, so each request writes an event and its
+delivery row and then an email file. The number that matters is relay / bare.
+
+The generator is an aiohttp client in this process, always; and wrk as well when
+it is installed. Python's client costs about as much CPU per request as the bare
+server does, so it can cap the bare side and flatter the ratio: each result
+carries both processes' CPU shares to show which side set the pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import wrk
+from bench.common import (
+    HOST,
+    INGEST_PATH,
+    Child,
+    EventBodies,
+    free_port,
+    ingest_headers,
+    peer_process,
+    percentiles_ms,
+    ratio,
+    relay_config,
+    relay_process,
+    write_relay_config,
+)
+
+CONNECTIONS = 64  # as DESIGN.md's wrk runs
+WARMUP_S = 1.0
+DURATION_S = 8.0
+QUICK_DURATION_S = 2.0
+
+
+@dataclass
+class LoadResult:
+    """What one timed window saw; requests that finish inside the window are counted."""
+
+    duration_s: float
+    ok: int = 0
+    non_200: int = 0
+    not_accepted: int = 0  # 200 whose body is not relay's "accepted" (a duplicate, say)
+    errors: int = 0  # connection failures, no HTTP status at all
+    total_200: int = 0  # including warm-up and drain, to compare with rows on disk
+    latencies_s: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+    server_cpu_s: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.duration_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "requests_per_s": round(self.rps, 1),
+            "ok": self.ok,
+            "non_200": self.non_200,
+            "not_accepted": self.not_accepted,
+            "errors": self.errors,
+            "window_s": round(self.duration_s, 2),
+            "response_time": percentiles_ms(self.latencies_s),
+            # Near 1.0 means that process was the bottleneck.
+            "client_cpu_share": round(self.client_cpu_s / self.duration_s, 2),
+            "server_cpu_share": (
+                None if self.server_cpu_s is None else round(self.server_cpu_s / self.duration_s, 2)
+            ),
+        }
+
+
+async def generate_load(
+    url: str,
+    server: Child,
+    *,
+    connections: int = CONNECTIONS,
+    warmup_s: float = WARMUP_S,
+    duration_s: float = DURATION_S,
+) -> LoadResult:
+    """Keep `connections` requests in flight for warm-up + duration; count the window."""
+    bodies = EventBodies()
+    headers = ingest_headers()
+    result = LoadResult(duration_s=duration_s)
+    counting = False
+    stopping = False
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while not stopping:
+            _, body = bodies.next()
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    reply = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, OSError):
+                if counting:
+                    result.errors += 1
+                continue
+            if status == 200:
+                result.total_200 += 1
+            if not counting:
+                continue
+            if status != 200:
+                result.non_200 += 1
+                continue
+            if b'"accepted"' not in reply:
+                result.not_accepted += 1
+            result.ok += 1
+            result.latencies_s.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        tasks = [asyncio.create_task(worker(session)) for _ in range(connections)]
+        try:
+            await asyncio.sleep(warmup_s)
+            cpu0, server_cpu0, t0 = time.process_time(), server.cpu_s(), time.perf_counter()
+            counting = True
+            await asyncio.sleep(duration_s)
+            counting = False
+            t1, cpu1, server_cpu1 = time.perf_counter(), time.process_time(), server.cpu_s()
+        finally:
+            stopping = True
+            await asyncio.gather(*tasks, return_exceptions=True)
+    result.duration_s = t1 - t0
+    result.client_cpu_s = cpu1 - cpu0
+    if server_cpu0 is not None and server_cpu1 is not None:
+        result.server_cpu_s = server_cpu1 - server_cpu0
+    return result
+
+
+def count_rows(db_path: Path) -> dict[str, int]:
+    """Events and deliveries committed, read after relay has stopped."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        deliveries = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
+        delivered = conn.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
+        ).fetchone()[0]
+    return {"events": events, "deliveries": deliveries, "delivered": delivered}
+
+
+Measure = Callable[[str, Child, Path], Awaitable[tuple[float, dict[str, Any]]]]
+
+
+def python_generator(duration_s: float) -> Measure:
+    async def measure(url: str, server: Child, workdir: Path) -> tuple[float, dict[str, Any]]:
+        load = await generate_load(url, server, duration_s=duration_s)
+        summary = load.summary()
+        summary["bad_responses"] = load.non_200 + load.not_accepted + load.errors
+        return load.rps, summary
+
+    return measure
+
+
+def wrk_generator(duration_s: float) -> Measure:
+    async def measure(url: str, server: Child, workdir: Path) -> tuple[float, dict[str, Any]]:
+        await wrk.run_wrk(url, server, workdir, connections=CONNECTIONS, duration_s=WARMUP_S)
+        load = await wrk.run_wrk(
+            url, server, workdir, connections=CONNECTIONS, duration_s=duration_s
+        )
+        summary = load.summary()
+        summary["bad_responses"] = load.non_2xx + load.socket_errors
+        return load.rps, summary
+
+    return measure
+
+
+async def bare_vs_relay(name: str, measure: Measure) -> dict[str, Any]:
+    """Each server fresh (an empty database, no backlog), measured by the same generator."""
+    with tempfile.TemporaryDirectory(prefix="relay-bench-ingest-") as tmp:
+        workdir = Path(tmp)
+        port = free_port()
+        async with peer_process("bare", port, workdir) as bare:
+            bare_rps, bare_summary = await measure(
+                f"http://{HOST}:{port}{INGEST_PATH}", bare, workdir
+            )
+        _print_load(f"{name}: bare", bare_summary)
+
+        port = free_port()
+        destinations = [{"kind": "email", "to": "lucia@example.com"}]
+        config = write_relay_config(workdir, relay_config(workdir, port, destinations))
+        async with relay_process(config, port, workdir) as relay:
+            relay_rps, relay_summary = await measure(
+                f"http://{HOST}:{port}{INGEST_PATH}", relay, workdir
+            )
+        _print_load(f"{name}: relay", relay_summary)
+        rows = count_rows(workdir / "relay.sqlite3")
+    share = ratio(relay_rps, bare_rps)
+    print(
+        f"    {name}: ratio relay/bare = {share}   relay bad responses: "
+        f"{relay_summary['bad_responses']}; {rows['events']} events and "
+        f"{rows['deliveries']} delivery rows on disk ({rows['delivered']} delivered by stop)"
+    )
+    return {
+        "bare": bare_summary,
+        "relay": relay_summary,
+        "ratio_relay_to_bare": share,
+        "relay_rows": rows,
+    }
+
+
+async def run(quick: bool = False) -> dict[str, Any]:
+    duration_s = QUICK_DURATION_S if quick else DURATION_S
+    generators = {"python": python_generator(duration_s)}
+    if wrk.available():
+        generators["wrk"] = wrk_generator(duration_s)
+    print(
+        f"[1] ingest throughput: {CONNECTIONS} connections, {duration_s:g}s after a "
+        f"{WARMUP_S:g}s warm-up; generators: {', '.join(generators)}"
+    )
+    results: dict[str, Any] = {"connections": CONNECTIONS, "duration_s": duration_s}
+    for name, measure in generators.items():
+        results[name] = await bare_vs_relay(name, measure)
+    # wrk, when present, is the fairer judge: the Python client can cap the bare server.
+    headline = "wrk" if "wrk" in generators else "python"
+    results["headline_generator"] = headline
+    results["ratio_relay_to_bare"] = results[headline]["ratio_relay_to_bare"]
+    return results
+
+
+def _print_load(name: str, summary: dict[str, Any]) -> None:
+    times = summary["response_time"]
+    cpu = f"server {_share(summary['server_cpu_share'])}"
+    if "client_cpu_share" in summary:
+        cpu = f"client {_share(summary['client_cpu_share'])}, {cpu}"
+    print(
+        f"    {name:<13} {summary['requests_per_s']:8.0f} req/s   "
+        f"median {times.get('median_ms', 0):6.1f} ms   p99 {times.get('p99_ms', 0):6.1f} ms"
+        f"   cpu: {cpu}"
+    )
+
+
+def _share(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
