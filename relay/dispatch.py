@@ -27,6 +27,8 @@ log = logging.getLogger("relay.dispatch")
 EXTERNAL_CHANGE_RESCAN_S = 30.0
 STORE_RETRY_MIN_S = 0.1  # after a store error, first retry soon (a lock is usually brief)...
 STORE_RETRY_MAX_S = 10.0  # ...then back off so a broken disk is not hammered
+# Due but not claimable with nothing in flight: only a race with another process's claim.
+UNCLAIMABLE_RECHECK_S = 0.05
 
 
 def lease_s(delivery: DeliveryConfig) -> float:
@@ -51,9 +53,14 @@ class Dispatcher:
         self._stopping = False
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         self._per_destination: Counter[str] = Counter()
+        self.last_claimed = 0  # started by the latest claim
 
     async def run(self) -> None:
-        """Serve until `stop()`; each pass claims what fits, then waits for a reason to look."""
+        """Serve until `stop()`: claim what fits, then sleep until there is a reason to look.
+
+        One store round trip per wake-up both claims and learns when the next retry is
+        due; a finishing attempt, a commit in ingest or that due time wakes us.
+        """
         released = False
         backoff_s = STORE_RETRY_MIN_S
         while not self._stopping:
@@ -62,21 +69,16 @@ class Dispatcher:
                 if not released:
                     await self._store.release_all_leases()
                     released = True
-                claimed = await self._claim_and_start(only_ids=None)
-                if self._stopping:
-                    break
-                if claimed and len(self._in_flight) < self._delivery.concurrency:
-                    continue  # there may be more due work that fits
-                await self._sleep_until_needed()
+                next_due_ms = await self._claim_and_start(only_ids=None)
                 backoff_s = STORE_RETRY_MIN_S
             except StoreUnavailable as exc:
                 # A locked or failing store must not kill the dispatcher: wait, then retry.
-                log.error(
-                    "dispatcher cannot reach the store (%s); retrying in %.1fs", exc, backoff_s
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=backoff_s)
+                log.error("dispatcher cannot reach the store (%s); retry in %.1fs", exc, backoff_s)
+                await self._sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, STORE_RETRY_MAX_S)
+                continue
+            if not self._stopping:
+                await self._sleep(self._idle_timeout_s(next_due_ms))
 
     async def run_burst(
         self,
@@ -88,8 +90,8 @@ class Dispatcher:
         How the CLI replays and sends tests, and how tests drive the dispatcher.
         """
         while True:
-            claimed = await self._claim_and_start(only_ids=only_ids)
-            if not claimed and not self._in_flight:
+            await self._claim_and_start(only_ids=only_ids)
+            if not self.last_claimed and not self._in_flight:
                 return
             done, _ = await asyncio.wait(
                 list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
@@ -121,24 +123,26 @@ class Dispatcher:
         if pending:
             log.warning("stopped %d attempts in flight; they resume on restart", len(pending))
 
-    async def _claim_and_start(self, only_ids: Sequence[int] | None) -> int:
+    async def _claim_and_start(self, only_ids: Sequence[int] | None) -> int | None:
+        """Claim and start what fits; return when the next pending row not leased is due."""
+        self.last_claimed = 0
         free = self._delivery.concurrency - len(self._in_flight)
         if free <= 0:
-            return 0
-        limit = self._delivery.per_destination_concurrency
-        busy = [key for key, count in self._per_destination.items() if count >= limit]
+            return None  # a finishing attempt wakes us
         now_ms = self._clock.now_ms()
         lease_until_ms = now_ms + int(lease_s(self._delivery) * 1000)
-        claimed = await self._store.claim_due(now_ms, lease_until_ms, free, busy, only_ids)
-        overflow = []
-        for delivery in claimed:
-            if self._per_destination[delivery.destination_key] >= limit:
-                overflow.append(delivery.id)  # one batch held several for a full destination
-                continue
+        claim = await self._store.claim_due(
+            now_ms,
+            lease_until_ms,
+            free,
+            self._delivery.per_destination_concurrency,
+            self._per_destination,
+            only_ids,
+        )
+        for delivery in claim.deliveries:
             self._start(delivery)
-        if overflow:
-            await self._store.release(overflow)
-        return len(claimed) - len(overflow)
+        self.last_claimed = len(claim.deliveries)
+        return claim.next_due_at_ms
 
     def _start(self, delivery: ClaimedDelivery) -> None:
         self._per_destination[delivery.destination_key] += 1
@@ -158,17 +162,17 @@ class Dispatcher:
 
         task.add_done_callback(finished)
 
-    async def _sleep_until_needed(self) -> None:
-        timeout_s = EXTERNAL_CHANGE_RESCAN_S
-        next_due_ms = await self._store.next_due_at_ms()
-        if next_due_ms is not None:
-            until_due_s = (next_due_ms - self._clock.now_ms()) / 1000
-            if until_due_s > 0:
-                timeout_s = min(timeout_s, until_due_s)
-            elif self._in_flight:
-                # Due work exists but its destinations are full: a finishing attempt wakes us.
-                pass
-            else:
-                timeout_s = 0.05  # due but unclaimable (leased elsewhere): look again soon
+    def _idle_timeout_s(self, next_due_ms: int | None) -> float:
+        if next_due_ms is None:
+            return EXTERNAL_CHANGE_RESCAN_S
+        until_due_s = (next_due_ms - self._clock.now_ms()) / 1000
+        if until_due_s > 0:
+            return min(until_due_s, EXTERNAL_CHANGE_RESCAN_S)
+        if self._in_flight:
+            # Due rows wait for a full destination or a free slot: a finishing attempt wakes us.
+            return EXTERNAL_CHANGE_RESCAN_S
+        return UNCLAIMABLE_RECHECK_S
+
+    async def _sleep(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)

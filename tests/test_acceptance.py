@@ -128,7 +128,11 @@ async def test_kill_9_during_attempts_loses_nothing(tmp_path: Path) -> None:
     rows = _deliveries(tmp_path / "relay.sqlite3")
     webhook_rows = [r for r in rows if r["channel"] == "webhook"]
     assert {r["status"] for r in webhook_rows} == {"delivered"}
-    assert len(webhook_rows) == len(accepted)  # every accepted event, exactly one delivery row
+    delivered_events = {r["event_id"] for r in webhook_rows}
+    assert len(delivered_events) == len(webhook_rows)  # one delivery row per event
+    # Every 200 is on disk. One more may be: committed, then killed before the 200 left
+    # (the poster sends one at a time). Hotmart would resend it and hear "duplicate".
+    assert len(accepted) <= len(webhook_rows) <= len(accepted) + 1
     per_id = Counter(h.headers["webhook-id"] for h in sink.hits)
     assert set(per_id) == {r["message_id"] for r in webhook_rows}
     repeats = {msg_id: n for msg_id, n in per_id.items() if n > 1}

@@ -13,6 +13,7 @@ from relay.store import StoreUnavailable
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
+    ClaimedDelivery,
     DeliveryKind,
     DeliveryStatus,
     HealthEffect,
@@ -101,35 +102,58 @@ async def test_event_and_its_decisions_commit_together_or_not_at_all(
 
 async def test_a_lease_stops_a_second_claim_until_it_expires(store: SqliteStore) -> None:
     await store.ingest(new_event("a"), now_ms=100)
-    first = await store.claim_due(now_ms=100, lease_until_ms=1_000, limit=10)
+    first = await claim(store, 100, 1_000, 10)
     assert [d.message_id for d in first] == ["msg_a_0"]
-    assert await store.claim_due(now_ms=500, lease_until_ms=2_000, limit=10) == []
+    assert await claim(store, 500, 2_000, 10) == []
     assert await store.next_due_at_ms() == 1_000
-    again = await store.claim_due(now_ms=1_000, lease_until_ms=3_000, limit=10)
+    again = await claim(store, 1_000, 3_000, 10)
     assert [d.id for d in again] == [first[0].id]
 
 
 async def test_release_all_leases_hands_rows_back_after_a_crash(store: SqliteStore) -> None:
     await store.ingest(new_event("a"), now_ms=100)
-    await store.claim_due(now_ms=100, lease_until_ms=10**12, limit=10)
+    await claim(store, 100, 10**12, 10)
     assert await store.release_all_leases() == 1
-    assert len(await store.claim_due(now_ms=100, lease_until_ms=200, limit=10)) == 1
+    assert len(await claim(store, 100, 200, 10)) == 1
 
 
-async def test_claim_skips_busy_destinations_and_honours_only_ids(store: SqliteStore) -> None:
-    await store.ingest(new_event("a", key="acme/K1/0"), now_ms=1)
-    await store.ingest(new_event("b", key="acme/K2/0"), now_ms=1)
-    claimed = await store.claim_due(1, 100, 10, busy_keys=["acme/K1/0"])
-    assert [d.destination_key for d in claimed] == ["acme/K2/0"]
-    await store.release([d.id for d in claimed])
-    only = await store.claim_due(1, 100, 10, only_ids=[claimed[0].id])
-    assert [d.id for d in only] == [claimed[0].id]
+async def test_claim_fills_free_slots_fairly_across_destinations(store: SqliteStore) -> None:
+    for i in range(10):  # a flood for K1, queued first...
+        await store.ingest(new_event(f"a{i}", key="acme/K1/0"), now_ms=1)
+    await store.ingest(new_event("b", key="acme/K2/0"), now_ms=2)  # ...then one for K2
+    first = await claim(store, 5, 100, 10, per_destination=3, in_flight={"acme/K1/0": 1})
+    assert [d.destination_key for d in first] == ["acme/K1/0"] * 2 + ["acme/K2/0"]
+    # K1 is now full: it is left out entirely, whatever its backlog.
+    full = await claim(store, 5, 100, 10, per_destination=3, in_flight={"acme/K1/0": 3})
+    assert full == []
+
+
+async def test_claim_honours_only_ids(store: SqliteStore) -> None:
+    await store.ingest(new_event("a"), now_ms=1)
+    await store.ingest(new_event("b"), now_ms=1)
+    only = await claim(store, 1, 100, 10, only_ids=[2])
+    assert [d.id for d in only] == [2]
 
 
 async def test_future_deliveries_are_not_due_yet(store: SqliteStore) -> None:
     await store.ingest(new_event("a"), now_ms=5_000)
-    assert await store.claim_due(now_ms=4_999, lease_until_ms=6_000, limit=10) == []
+    assert await claim(store, 4_999, 6_000, 10) == []
     assert await store.next_due_at_ms() == 5_000
+
+
+async def claim(
+    store: SqliteStore,
+    now_ms: int,
+    lease_until_ms: int,
+    limit: int,
+    per_destination: int = 100,
+    in_flight: dict[str, int] | None = None,
+    only_ids: list[int] | None = None,
+) -> list[ClaimedDelivery]:
+    result = await store.claim_due(
+        now_ms, lease_until_ms, limit, per_destination, in_flight or {}, only_ids
+    )
+    return result.deliveries
 
 
 def attempt(delivery_id: int, n: int) -> AttemptRecord:
@@ -139,7 +163,7 @@ def attempt(delivery_id: int, n: int) -> AttemptRecord:
 async def test_sustained_failures_disable_once_and_queue_one_alert(store: SqliteStore) -> None:
     for i in range(4):
         await store.ingest(new_event(f"e{i}"), now_ms=1)
-    claimed = await store.claim_due(1, 100, 10)  # all four in flight when the run starts
+    claimed = await claim(store, 1, 100, 10)  # all four in flight when the run starts
     alerts = 0
     for i, delivery in enumerate(claimed):
         change = await store.record_attempt(
@@ -162,7 +186,7 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
 async def test_success_resets_the_failure_run(store: SqliteStore) -> None:
     for i, effect in enumerate([HealthEffect.FAILED, HealthEffect.SUCCESS, HealthEffect.FAILED]):
         await store.ingest(new_event(f"e{i}"), now_ms=1)
-        (claimed,) = await store.claim_due(1, 100, 1)
+        (claimed,) = await claim(store, 1, 100, 1)
         status = (
             DeliveryStatus.DELIVERED if effect == HealthEffect.SUCCESS else DeliveryStatus.FAILED
         )
@@ -177,14 +201,14 @@ async def test_success_resets_the_failure_run(store: SqliteStore) -> None:
 async def test_disabled_destination_rows_are_skipped_then_replayable(store: SqliteStore) -> None:
     await store.set_destination_enabled(KEY, False, "operator", now_ms=1)
     await store.ingest(new_event("a", DeliveryStatus.PENDING, DeliveryStatus.WITHHELD), now_ms=1)
-    assert await store.claim_due(1, 100, 10) == []
+    assert await claim(store, 1, 100, 10) == []
     rows = {r.status: r for r in await store.history(HistoryFilter())}
     assert rows["skipped"].reason == "destination disabled: operator"
     await store.set_destination_enabled(KEY, True, "", now_ms=2)
     assert await store.requeue([rows["skipped"].id, rows["withheld"].id], now_ms=3) == [
         rows["skipped"].id
     ]
-    (claimed,) = await store.claim_due(3, 100, 10)
+    (claimed,) = await claim(store, 3, 100, 10)
     assert claimed.kind == DeliveryKind.NOTIFICATION
 
 

@@ -6,13 +6,13 @@ one. Callers pass epoch milliseconds in, so clocks stay injectable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
-    ClaimedDelivery,
+    Claim,
     DeliveryDetail,
     DeliveryRow,
     DeliveryStatus,
@@ -40,13 +40,14 @@ class Store(Protocol):
         now_ms: int,
         lease_until_ms: int,
         limit: int,
-        busy_keys: Sequence[str] = (),
+        per_destination: int,
+        in_flight: Mapping[str, int] | None = None,
         only_ids: Sequence[int] | None = None,
-    ) -> list[ClaimedDelivery]:
-        """Lease up to `limit` due deliveries, skipping destinations in `busy_keys`."""
+    ) -> Claim:
+        """Lease up to `limit` due deliveries, oldest first, at most `per_destination`
+        in flight per destination counting `in_flight`; in the same round trip, say
+        when the next pending row not leased falls due."""
         ...
-
-    async def release(self, delivery_ids: Sequence[int]) -> None: ...
 
     async def release_all_leases(self) -> int:
         """After a crash: every lease belongs to a dead process (single-instance store)."""

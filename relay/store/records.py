@@ -78,6 +78,14 @@ class ClaimedDelivery:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What one claim leased, and when the next unleased pending row falls due."""
+
+    deliveries: list[ClaimedDelivery]
+    next_due_at_ms: int | None
+
+
+@dataclass(frozen=True)
 class AttemptRecord:
     delivery_id: int
     attempt_no: int

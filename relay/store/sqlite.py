@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
     AttemptRow,
+    Claim,
     ClaimedDelivery,
     DeliveryDetail,
     DeliveryKind,
@@ -41,6 +43,10 @@ from relay.store.records import (
 T = TypeVar("T")
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 Q = load_queries(SQL_DIR / "queries.sql")
+# A claim looks at this many due rows (times the slots free) to fill them fairly across
+# destinations; bounded so a backlog of millions costs the same as one of hundreds.
+CLAIM_SCAN_FACTOR = 4
+CLAIM_SCAN_MIN = 256
 DEFAULT_BUSY_TIMEOUT_MS = 5000  # see config.DEFAULT_BUSY_TIMEOUT_S
 
 
@@ -54,7 +60,7 @@ async def open_sqlite_store(
     try:
         store = SqliteStore(conn)
         await store.run(lambda c: _prepare(c, busy_timeout_ms))
-        async with store.group_commit.running():
+        async with store.group_commit.running(), store.outcome_commit.running():
             yield store
     finally:
         # aiosqlite's worker thread is not a daemon: an open connection blocks exit.
@@ -64,8 +70,6 @@ async def open_sqlite_store(
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
-    # FULL: a commit is on disk before ingest answers 200, even across power loss.
-    conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
@@ -80,7 +84,14 @@ def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
             )
 
 
-def _transaction(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+def _transaction(
+    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], durable: bool
+) -> T:
+    # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
+    # bookkeeping (leases, attempt outcomes) uses NORMAL: it survives a process crash,
+    # and after a power loss the worst case is a repeated attempt with the same message
+    # id, which at-least-once already allows. The next FULL commit syncs it anyway.
+    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = work(conn)
@@ -98,6 +109,7 @@ class SqliteStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self.group_commit = GroupCommit(self._ingest_batch)
+        self.outcome_commit = GroupCommit(self._record_batch)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` with the raw connection on aiosqlite's thread: one hop, however many
@@ -107,9 +119,11 @@ class SqliteStore:
         result: T = await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-untyped-call]
         return result
 
-    async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def transaction(
+        self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+    ) -> T:
         try:
-            return await self.run(lambda c: _transaction(c, work))
+            return await self.run(lambda c: _transaction(c, work, durable))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 
@@ -131,33 +145,35 @@ class SqliteStore:
         now_ms: int,
         lease_until_ms: int,
         limit: int,
-        busy_keys: Sequence[str] = (),
+        per_destination: int,
+        in_flight: Mapping[str, int] | None = None,
         only_ids: Sequence[int] | None = None,
-    ) -> list[ClaimedDelivery]:
+    ) -> Claim:
         params = {
             "now_ms": now_ms,
             "lease_until_ms": lease_until_ms,
             "limit": limit,
-            "busy_keys": json.dumps(list(busy_keys)),
+            "per_destination": per_destination,
+            "scan_limit": max(limit * CLAIM_SCAN_FACTOR, CLAIM_SCAN_MIN),
+            "in_flight": json.dumps(dict(in_flight or {})),
             "only_ids": None if only_ids is None else json.dumps(list(only_ids)),
         }
 
-        def work(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
+        def work(conn: sqlite3.Connection) -> Claim:
             conn.execute(Q["skip_disabled_due"], params)
             ids = [row[0] for row in conn.execute(Q["claim_due"], params)]
-            if not ids:
-                return []
-            rows = conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)}).fetchall()
-            return [_claimed(row) for row in rows]
+            rows = (
+                conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)}).fetchall() if ids else []
+            )
+            next_due = conn.execute(Q["next_due"]).fetchone()[0]
+            return Claim([_claimed(row) for row in rows], next_due)
 
-        return await self.transaction(work)
-
-    async def release(self, delivery_ids: Sequence[int]) -> None:
-        ids = json.dumps(list(delivery_ids))
-        await self.transaction(lambda c: c.execute(Q["release_leases"], {"ids": ids}))
+        return await self.transaction(work, durable=False)
 
     async def release_all_leases(self) -> int:
-        return await self.transaction(lambda c: c.execute(Q["release_all_leases"]).rowcount)
+        return await self.transaction(
+            lambda c: c.execute(Q["release_all_leases"]).rowcount, durable=False
+        )
 
     async def next_due_at_ms(self) -> int | None:
         row = await self.run(lambda c: c.execute(Q["next_due"]).fetchone())
@@ -172,25 +188,14 @@ class SqliteStore:
         alert: NewEvent | None,
         now_ms: int,
     ) -> HealthChange:
-        def work(conn: sqlite3.Connection) -> HealthChange:
-            conn.execute(Q["insert_attempt"], _attempt_params(attempt))
-            conn.execute(
-                Q["resolve_delivery"],
-                {
-                    "delivery_id": attempt.delivery_id,
-                    "attempt_no": attempt.attempt_no,
-                    "status": resolution.status.value,
-                    "next_attempt_at_ms": resolution.next_attempt_at_ms,
-                    "last_error": resolution.last_error,
-                    "reason": resolution.last_error or "delivered",
-                    "now_ms": now_ms,
-                },
-            )
-            return _update_health(
-                conn, destination_key, resolution, disable_after_failures, alert, now_ms
-            )
+        outcome = _Outcome(attempt, resolution, destination_key, disable_after_failures, alert)
+        return await self.outcome_commit.submit((outcome, now_ms))
 
-        return await self.transaction(work)
+    async def _record_batch(self, batch: Sequence[tuple[_Outcome, int]]) -> list[HealthChange]:
+        # Outcomes are group-committed like ingest: under load one fsync records many.
+        return await self.transaction(
+            lambda c: [_record(c, o, now) for o, now in batch], durable=False
+        )
 
     async def resolve_without_attempt(
         self, delivery_id: int, status: DeliveryStatus, reason: str, now_ms: int
@@ -201,7 +206,7 @@ class SqliteStore:
             " lease_until_ms = NULL, updated_at_ms = :now_ms WHERE id = :id"
         )
         params = {"status": status.value, "reason": reason, "now_ms": now_ms, "id": delivery_id}
-        await self.transaction(lambda c: c.execute(sql, params))
+        await self.transaction(lambda c: c.execute(sql, params), durable=False)
 
     # -- history and operations -----------------------------------------------------
 
@@ -274,6 +279,40 @@ class SqliteStore:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())
         return {row[0]: row[1] for row in rows}
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    attempt: AttemptRecord
+    resolution: AttemptResolution
+    destination_key: str
+    disable_after_failures: int
+    alert: NewEvent | None
+
+
+def _record(conn: sqlite3.Connection, outcome: _Outcome, now_ms: int) -> HealthChange:
+    attempt, resolution = outcome.attempt, outcome.resolution
+    conn.execute(Q["insert_attempt"], _attempt_params(attempt))
+    conn.execute(
+        Q["resolve_delivery"],
+        {
+            "delivery_id": attempt.delivery_id,
+            "attempt_no": attempt.attempt_no,
+            "status": resolution.status.value,
+            "next_attempt_at_ms": resolution.next_attempt_at_ms,
+            "last_error": resolution.last_error,
+            "reason": resolution.last_error or "delivered",
+            "now_ms": now_ms,
+        },
+    )
+    return _update_health(
+        conn,
+        outcome.destination_key,
+        resolution,
+        outcome.disable_after_failures,
+        outcome.alert,
+        now_ms,
+    )
 
 
 def _insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> IngestResult:

@@ -29,13 +29,29 @@ WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms AND kind != 'alert'
   AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0);
 
 -- name: claim_due
+-- Lease due rows, oldest first, but never more per destination than it has free slots:
+-- destinations already full are left out entirely (so one slow affiliate cannot hold up
+-- the rest), and the window function caps the others. The inner LIMIT bounds the work
+-- however large the backlog.
 UPDATE deliveries SET lease_until_ms = :lease_until_ms, updated_at_ms = :now_ms
 WHERE id IN (
-    SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms
-      AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
-      AND destination_key NOT IN (SELECT value FROM json_each(:busy_keys))
-      AND (:only_ids IS NULL OR id IN (SELECT value FROM json_each(:only_ids)))
+    SELECT id FROM (
+        SELECT id, destination_key, next_attempt_at_ms,
+               ROW_NUMBER() OVER (PARTITION BY destination_key
+                                  ORDER BY next_attempt_at_ms, id) AS nth
+        FROM (
+            SELECT id, destination_key, next_attempt_at_ms FROM deliveries
+            WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms
+              AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+              AND destination_key NOT IN (SELECT key FROM json_each(:in_flight)
+                                          WHERE value >= :per_destination)
+              AND (:only_ids IS NULL OR id IN (SELECT value FROM json_each(:only_ids)))
+            ORDER BY next_attempt_at_ms, id
+            LIMIT :scan_limit
+        )
+    )
+    WHERE nth + COALESCE((SELECT value FROM json_each(:in_flight)
+                          WHERE key = destination_key), 0) <= :per_destination
     ORDER BY next_attempt_at_ms, id
     LIMIT :limit
 )
@@ -47,10 +63,6 @@ SELECT d.id, d.kind, d.producer_id, d.affiliate_code, d.destination_key, d.chann
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.next_attempt_at_ms, d.id;
-
--- name: release_leases
-UPDATE deliveries SET lease_until_ms = NULL
-WHERE status = 'pending' AND id IN (SELECT value FROM json_each(:ids));
 
 -- name: release_all_leases
 UPDATE deliveries SET lease_until_ms = NULL WHERE status = 'pending' AND lease_until_ms IS NOT NULL;
