@@ -100,6 +100,8 @@ class SmtpConfig(_Model):
     username: str = ""
     password: str = ""
     pool_size: int = Field(4, ge=1, le=64)  # reused connections; see DESIGN.md's SMTP figures
+    # A CA bundle for a server whose certificate a private CA signed; default: the system's.
+    ca_file: str | None = None
 
 
 class EmailConfig(_Model):

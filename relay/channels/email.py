@@ -33,7 +33,8 @@ async def open_email_channel(
             root = base_dir / root
         yield Maildir(root, from_address=config.from_address)
         return
-    async with open_smtp_pool(
-        config.smtp, from_address=config.from_address, timeout_s=timeout_s
-    ) as pool:
+    smtp = config.smtp
+    if smtp.ca_file and not Path(smtp.ca_file).is_absolute():
+        smtp = smtp.model_copy(update={"ca_file": str(base_dir / smtp.ca_file)})
+    async with open_smtp_pool(smtp, from_address=config.from_address, timeout_s=timeout_s) as pool:
         yield pool

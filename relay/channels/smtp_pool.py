@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,10 @@ class SmtpPool:
         self._from_address = from_address
         self._timeout_s = timeout_s
         self._slots = asyncio.Semaphore(config.pool_size)
+        # Built once: loading a CA bundle per connection would cost more than the send.
+        self._tls_context = (
+            ssl.create_default_context(cafile=config.ca_file) if config.security != "none" else None
+        )
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
 
@@ -83,6 +88,7 @@ class SmtpPool:
             use_tls=config.security == "tls",
             # False rather than None: "none" must not upgrade opportunistically either.
             start_tls=config.security == "starttls",
+            tls_context=self._tls_context,
         )
         try:
             await client.connect()
