@@ -93,22 +93,9 @@ class AttemptRunner:
             return
         event = Event.model_validate_json(delivery.payload_json)
         if delivery.kind == DeliveryKind.NOTIFICATION:
-            verdict = next(
-                (
-                    d
-                    for d in decide(target.producer, event)
-                    if d.destination_key == delivery.destination_key
-                ),
-                None,
-            )
-            if verdict is None or verdict.outcome != Outcome.DELIVER:
-                reason = verdict.reason if verdict else "affiliate no longer named"
-                status = (
-                    DeliveryStatus.WITHHELD
-                    if verdict is None or verdict.outcome == Outcome.WITHHELD
-                    else DeliveryStatus.SKIPPED
-                )
-                await self._finish_unsent(delivery, status, f"at send time: {reason}")
+            refusal = _refusal_now(target, event, delivery.destination_key)
+            if refusal is not None:
+                await self._finish_unsent(delivery, *refusal)
                 return
         started_at_ms = self._clock.now_ms()
         started = time.perf_counter()
@@ -281,6 +268,23 @@ class AttemptRunner:
         )
         await _shielded(write)
         log.info("delivery %d not sent: %s", delivery.id, status.value)
+
+
+def _refusal_now(
+    target: Target, event: Event, destination_key: str
+) -> tuple[DeliveryStatus, str] | None:
+    """The privacy gate again, under the config in force now; None means: send."""
+    verdict = next(
+        (d for d in decide(target.producer, event) if d.destination_key == destination_key), None
+    )
+    if verdict is None:
+        return DeliveryStatus.WITHHELD, "at send time: affiliate no longer named"
+    if verdict.outcome == Outcome.DELIVER:
+        return None
+    status = (
+        DeliveryStatus.WITHHELD if verdict.outcome == Outcome.WITHHELD else DeliveryStatus.SKIPPED
+    )
+    return status, f"at send time: {verdict.reason}"
 
 
 async def _shielded(write: Coroutine[Any, Any, T]) -> T:

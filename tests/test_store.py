@@ -104,8 +104,9 @@ async def test_a_lease_stops_a_second_claim_until_it_expires(store: SqliteStore)
     await store.ingest(new_event("a"), now_ms=100)
     first = await claim(store, 100, 1_000, 10)
     assert [d.message_id for d in first] == ["msg_a_0"]
-    assert await claim(store, 500, 2_000, 10) == []
-    assert await store.next_due_at_ms() == 1_000
+    blocked = await store.claim_due(500, 2_000, 10, per_destination=100)
+    assert blocked.deliveries == []
+    assert blocked.next_due_at_ms == 1_000  # the lease's end: when it could come back
     again = await claim(store, 1_000, 3_000, 10)
     assert [d.id for d in again] == [first[0].id]
 
@@ -137,8 +138,9 @@ async def test_claim_honours_only_ids(store: SqliteStore) -> None:
 
 async def test_future_deliveries_are_not_due_yet(store: SqliteStore) -> None:
     await store.ingest(new_event("a"), now_ms=5_000)
-    assert await claim(store, 4_999, 6_000, 10) == []
-    assert await store.next_due_at_ms() == 5_000
+    early = await store.claim_due(4_999, 6_000, 10, per_destination=100)
+    assert early.deliveries == []
+    assert early.next_due_at_ms == 5_000
 
 
 async def claim(

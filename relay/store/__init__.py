@@ -53,8 +53,6 @@ class Store(Protocol):
         """After a crash: every lease belongs to a dead process (single-instance store)."""
         ...
 
-    async def next_due_at_ms(self) -> int | None: ...
-
     async def record_attempt(
         self,
         attempt: AttemptRecord,

@@ -175,10 +175,6 @@ class SqliteStore:
             lambda c: c.execute(Q["release_all_leases"]).rowcount, durable=False
         )
 
-    async def next_due_at_ms(self) -> int | None:
-        row = await self.run(lambda c: c.execute(Q["next_due"]).fetchone())
-        return None if row is None or row[0] is None else int(row[0])
-
     async def record_attempt(
         self,
         attempt: AttemptRecord,
