@@ -223,7 +223,12 @@ class AttemptRunner:
         if error is None:
             health = HealthEffect.SUCCESS if counts else HealthEffect.NONE
             return AttemptResolution(DeliveryStatus.DELIVERED, None, "", health)
-        decision = next_retry(attempt_no, self._config.delivery.retry_delays_s, error, self._rng)
+        decision = next_retry(
+            attempt_no - delivery.replayed_after,
+            self._config.delivery.retry_delays_s,
+            error,
+            self._rng,
+        )
         if not decision.give_up:
             due_ms = self._clock.now_ms() + int(decision.delay_s * 1000)
             health = HealthEffect.RETRYING if counts else HealthEffect.NONE

@@ -22,9 +22,6 @@ from relay.store.records import ClaimedDelivery
 
 log = logging.getLogger("relay.dispatch")
 
-# Another process (a CLI replay) can add due rows without waking us; look again at
-# least this often. Wake-ups, not this, are what make delivery take milliseconds.
-EXTERNAL_CHANGE_RESCAN_S = 30.0
 STORE_RETRY_MIN_S = 0.1  # after a store error, first retry soon (a lock is usually brief)...
 STORE_RETRY_MAX_S = 10.0  # ...then back off so a broken disk is not hammered
 # Due but not claimable with nothing in flight: only a race with another process's claim.
@@ -161,17 +158,21 @@ class Dispatcher:
 
         task.add_done_callback(finished)
 
-    def _idle_timeout_s(self, next_due_ms: int | None) -> float:
+    def _idle_timeout_s(self, next_due_ms: int | None) -> float | None:
+        """How long to sleep when no wake-up comes; None: until one does.
+
+        There is no polling tick: ingest, a finishing attempt, `stop()` and (from other
+        processes, such as a CLI replay) SIGUSR1 are what wake the dispatcher.
+        """
         if next_due_ms is None:
-            return EXTERNAL_CHANGE_RESCAN_S
+            return None
         until_due_s = (next_due_ms - self._clock.now_ms()) / 1000
         if until_due_s > 0:
-            return min(until_due_s, EXTERNAL_CHANGE_RESCAN_S)
+            return until_due_s
         if self._in_flight:
-            # Due rows wait for a full destination or a free slot: a finishing attempt wakes us.
-            return EXTERNAL_CHANGE_RESCAN_S
+            return None  # due rows wait for a slot: a finishing attempt wakes us
         return UNCLAIMABLE_RECHECK_S
 
-    async def _sleep(self, timeout_s: float) -> None:
+    async def _sleep(self, timeout_s: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)

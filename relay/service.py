@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.targets import TemplateSet
 
 log = logging.getLogger("relay.service")
+WAKE_SIGNAL = signal.SIGUSR1
 
 
 @dataclass
@@ -62,30 +64,75 @@ def open_store(config: Config) -> AbstractAsyncContextManager[SqliteStore]:
 
 
 @asynccontextmanager
-async def running_service(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Runtime]:
-    """`open_service` with its dispatcher running; stopping drains attempts in flight."""
+async def running_service(
+    config: Config, *, clock: Clock | None = None, wake_on_signal: bool = False
+) -> AsyncIterator[Runtime]:
+    """`open_service` with its dispatcher running; stopping drains attempts in flight.
+
+    With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
+    process tells the server that due times changed, so the server never has to poll.
+    """
     async with open_service(config, clock=clock) as service:
         task = asyncio.create_task(service.dispatcher.run(), name="dispatcher")
+        loop = asyncio.get_running_loop()
+        if wake_on_signal:
+            loop.add_signal_handler(WAKE_SIGNAL, service.runtime.wake_dispatcher)
         try:
             yield service.runtime
         finally:
+            if wake_on_signal:
+                loop.remove_signal_handler(WAKE_SIGNAL)
             await service.dispatcher.drain(config.delivery.shutdown_grace_s)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
+def _lock_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
 @contextlib.contextmanager
 def single_instance(db_path: Path) -> Iterator[None]:
-    """SQLite leases assume one serving process per database; refuse a second one."""
+    """SQLite leases assume one serving process per database; refuse a second one.
+
+    The lock file holds the server's pid, for `wake_server`.
+    """
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{db_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(_lock_path(db_path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(f"another relay is already serving {db_path}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         yield
+    finally:
+        os.close(fd)
+
+
+def wake_server(db_path: Path) -> bool:
+    """Tell the relay serving `db_path`, if any, to look at its due times again.
+
+    The pid is trusted only while its lock is held, so a stale file never sends a
+    signal to some unrelated process that reused the pid.
+    """
+    try:
+        fd = os.open(_lock_path(db_path), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid_text = os.read(fd, 32).decode(errors="replace").strip()
+            if pid_text.isdigit():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(pid_text), WAKE_SIGNAL)
+                    return True
+            return False
+        return False  # nobody holds the lock: no server is running
     finally:
         os.close(fd)
 
@@ -95,7 +142,7 @@ def serve(config: Config) -> None:
     from aiohttp import web
 
     app = make_app(
-        lambda: running_service(config),
+        lambda: running_service(config, wake_on_signal=True),
         max_body_bytes=config.server.max_body_bytes,
         ingest_path=config.server.path,
     )

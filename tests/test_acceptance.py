@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import HOTTOK, SECRET, base_config_dict, fixture_json
-from tests.peers import free_port, slow, wait_until, webhook_sink
+from tests.peers import free_port, slow, status, wait_until, webhook_sink
 from tests.test_cli import write_toml
 
 
@@ -153,3 +153,55 @@ def _deliveries(db: Path) -> list[dict[str, Any]]:
         ]
     finally:
         conn.close()
+
+
+async def test_cli_replay_hands_its_retry_to_the_running_server(tmp_path: Path) -> None:
+    """The server sleeps with nothing due; a CLI replay fails once and leaves a retry.
+    SIGUSR1 from the CLI is what makes the server pick it up: there is no polling."""
+    port = free_port()
+    async with webhook_sink() as sink:
+        sink.on("/hook", *[status(503)] * 3)  # then 200
+        path = acceptance_config(tmp_path, port, sink.url("/hook"))
+        text = path.read_text().replace('["50ms", "50ms", "50ms", "50ms"]', '["500ms"]')
+        path.write_text(text)
+        db = tmp_path / "relay.sqlite3"
+        async with relay_process(path) as proc:
+            await wait_healthy(port)
+            async with aiohttp.ClientSession() as session:
+                await session.post(
+                    f"http://127.0.0.1:{port}/hotmart/webhook",
+                    json=fixture_json("billet_printed_oxxo.json"),
+                    headers={"X-HOTMART-HOTTOK": HOTTOK},
+                )
+            await wait_until(lambda: _status(db) == ("failed", 2), timeout_s=20)
+
+            replay = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "relay",
+                "--config",
+                str(path),
+                "replay",
+                "1",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, _ = await replay.communicate()
+            assert replay.returncode == 1  # its own attempt failed: a retry is pending
+            assert b"pending" in out
+            # A fresh schedule after the replay, and the server makes the retry.
+            await wait_until(lambda: _status(db) == ("delivered", 4), timeout_s=20)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    assert len({h.headers["webhook-id"] for h in sink.at("/hook")}) == 1
+
+
+def _status(db: Path) -> tuple[str, int] | None:
+    conn = sqlite3.connect(db)
+    try:
+        row = conn.execute(
+            "SELECT status, attempts FROM deliveries WHERE channel = 'webhook'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return None if row is None else (row[0], row[1])

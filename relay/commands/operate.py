@@ -17,7 +17,7 @@ from relay.config import Config, destination_key
 from relay.durations import parse_since_ms
 from relay.ingest import new_message_id
 from relay.samples import sample_slip_event
-from relay.service import open_service, open_store
+from relay.service import open_service, open_store, wake_server
 from relay.store import Store
 from relay.store.records import DeliveryKind, DeliveryStatus, NewDelivery, NewEvent
 from relay.targets import describe, find_destination
@@ -65,6 +65,7 @@ async def replay(config: Config, args: argparse.Namespace) -> int:
             return EXIT_FAILED if ids else EXIT_OK
         progress = ProgressBar(len(requeued))
         await service.dispatcher.run_burst(only_ids=requeued, on_done=progress.advance)
+        _hand_over_retries(config)
         return await _report(store, requeued)
 
 
@@ -120,7 +121,13 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
         result = await service.store.ingest(new_event, now_ms)
         ids = await service.store.delivery_ids_of_event(result.event_row_id)
         await service.dispatcher.run_burst(only_ids=ids)
+        _hand_over_retries(config)
         return await _report(service.store, ids)
+
+
+def _hand_over_retries(config: Config) -> None:
+    """A failed attempt here left a retry in the outbox; wake the server to schedule it."""
+    wake_server(config.resolve_path(config.storage.sqlite_path))
 
 
 async def _report(store: Store, ids: list[int]) -> int:

@@ -74,6 +74,7 @@ class ClaimedDelivery:
     event_name: str
     message_id: str
     attempts: int  # made before this one
+    replayed_after: int  # attempts made before the last replay; the schedule counts from here
     payload_json: str
 
 

@@ -417,5 +417,6 @@ def _claimed(row: tuple[Any, ...]) -> ClaimedDelivery:
         event_name=row[6],
         message_id=row[7],
         attempts=row[8],
-        payload_json=row[9],
+        replayed_after=row[9],
+        payload_json=row[10],
     )

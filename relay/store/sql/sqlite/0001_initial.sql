@@ -34,6 +34,7 @@ CREATE TABLE deliveries (
     reason             TEXT    NOT NULL DEFAULT '',
     message_id         TEXT    NOT NULL,      -- webhook-id and Message-ID: the same on every attempt
     attempts           INTEGER NOT NULL DEFAULT 0,
+    replayed_after     INTEGER NOT NULL DEFAULT 0,  -- attempts made before the last replay
     next_attempt_at_ms INTEGER,               -- due time while pending; may lie in the future
     lease_until_ms     INTEGER,               -- claimed by a dispatcher until then
     last_error         TEXT    NOT NULL DEFAULT '',

@@ -59,7 +59,7 @@ RETURNING id;
 
 -- name: claimed_rows
 SELECT d.id, d.kind, d.producer_id, d.affiliate_code, d.destination_key, d.channel,
-       d.event_name, d.message_id, d.attempts, e.payload_json
+       d.event_name, d.message_id, d.attempts, d.replayed_after, e.payload_json
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.next_attempt_at_ms, d.id;
@@ -142,8 +142,10 @@ SELECT attempt_no, started_at_ms, latency_ms, outcome, status_code, response_exc
 FROM attempts WHERE delivery_id = :id ORDER BY attempt_no, id;
 
 -- name: requeue
+-- A replay starts a fresh retry schedule; attempt numbers keep counting.
 UPDATE deliveries
-SET status = 'pending', next_attempt_at_ms = :now_ms, lease_until_ms = NULL, updated_at_ms = :now_ms
+SET status = 'pending', next_attempt_at_ms = :now_ms, lease_until_ms = NULL, updated_at_ms = :now_ms,
+    replayed_after = attempts
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND destination_key IS NOT NULL
   AND (status IN ('failed', 'delivered', 'pending')
