@@ -141,7 +141,8 @@ class AttemptRunner:
                     affiliate_name=target.affiliate_name(event),
                     producer_name=target.producer.name or target.producer.id,
                     locale=target.locale,
-                    is_test=delivery.kind == DeliveryKind.TEST,
+                    # A relay send-test, or Hotmart's own test button (product id 0).
+                    is_test=delivery.kind == DeliveryKind.TEST or event.is_test,
                     message_id=delivery.message_id,
                 )
                 if isinstance(target.destination, WebhookDestination):
