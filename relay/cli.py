@@ -92,6 +92,9 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     if args.command == "check-config":
         return check_config(config)
     if args.command == "serve":
+        # A broken template would fail every delivery it serves: refuse to start instead.
+        if check_config(config, quiet=True) != EXIT_OK:
+            return EXIT_BAD_CONFIG
         return serve(config)
     handlers = {
         "history": history.history,
@@ -103,7 +106,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(handlers[args.command](config, args))
 
 
-def check_config(config: Config) -> int:
+def check_config(config: Config, *, quiet: bool = False) -> int:
     from relay.targets import TemplateSet
 
     problems = TemplateSet(config).check()
@@ -111,6 +114,8 @@ def check_config(config: Config) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if quiet:
+        return EXIT_OK
     affiliates = sum(len(p.affiliates) for p in config.producers)
     print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s)")
     return EXIT_OK

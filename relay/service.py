@@ -38,7 +38,7 @@ class Service:
 async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Service]:
     """Store, channels, templates and a dispatcher (not yet running)."""
     clock = clock or SystemClock()
-    templates = TemplateSet(config)  # compiled once; a broken template fails here, at start
+    templates = TemplateSet(config)  # one Jinja environment per override folder
     async with (
         open_store(config) as store,
         open_email_channel(

@@ -111,9 +111,9 @@ class TemplateSet:
         return self._by_producer.get(producer_id, self._default)
 
     def check(self) -> list[str]:
-        problems: list[str] = []
+        """Compile and trial-render every template set once, naming whose it is."""
+        problems = [f"default templates: {p}" for p in self._default.check()]
         for producer_id, templates in self._by_producer.items():
-            problems.extend(f"producers[{producer_id}] templates: {p}" for p in templates.check())
-        if not self._by_producer:
-            problems.extend(self._default.check())
+            if templates is not self._default:
+                problems.extend(f"producer {producer_id} templates: {p}" for p in templates.check())
         return problems

@@ -248,3 +248,22 @@ async def test_destinations_lists_health_and_switches(
     assert await run_cli(path, "destinations") == 0
     assert "acme/K12345678M/0  email lucia@example.com  enabled" in capsys.readouterr().out
     assert await run_cli(path, "destinations", "--enable", "acme/NOPE/0") == 2
+
+
+def test_broken_template_override_fails_check_config_and_serve(
+    config_dict: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = tmp_path / "acme-templates"
+    overrides.mkdir()
+    (overrides / "billet_printed.es.html").write_text("<p>{{ event.product.name </p>")
+    config_dict["producers"][0]["templates_dir"] = str(overrides)
+    path = write_toml(config_dict, tmp_path / "relay.toml")
+    assert main(["--config", str(path), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert "producer acme templates: billet_printed.es.html" in err
+    assert "Traceback" not in err
+    assert main(["--config", str(path), "serve"]) == 2  # refuses before it binds the port
+
+    (overrides / "billet_printed.es.html").write_text("<p>{{ event.product.name }}</p>")
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert "config ok" in capsys.readouterr().out
