@@ -6,23 +6,21 @@ operator can fix a config in one pass. `load_config` is the only entry point.
 
 from __future__ import annotations
 
-import ipaddress
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    TypeAdapter,
     ValidationError,
     field_validator,
 )
 
+from relay.config_checks import check_http_url, cross_check, resolve_env
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
@@ -39,7 +37,6 @@ DEFAULT_RETENTION_S = 30 * 86400.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
 Locale = Literal["es", "pt", "en"]
-_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
 
 
 class ConfigError(Exception):
@@ -143,7 +140,7 @@ class WebhookDestination(_Model):
     @field_validator("url")
     @classmethod
     def _valid_url(cls, value: str) -> str:
-        _check_http_url(value)
+        check_http_url(value)
         return value
 
     @field_validator("secret")
@@ -152,19 +149,6 @@ class WebhookDestination(_Model):
         if not value.startswith("whsec_") or len(value) <= len("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
         return value
-
-
-def _check_http_url(value: str) -> None:
-    """Raise ValueError unless `value` is an absolute http(s) URL with a host and a valid port."""
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
-    except ValueError:
-        raise ValueError(f"{value!r} is not an http(s) URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    if any(char.isspace() for char in value):
-        raise ValueError(f"{value!r} is not an http(s) URL")
 
 
 Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
@@ -260,7 +244,7 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
 def parse_config(raw: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Config:
     """Validate an already-decoded config; every problem is reported in one ConfigError."""
     problems: list[tuple[str, str]] = []
-    resolved = _resolve_env(raw, environ, (), problems)
+    resolved = resolve_env(raw, environ, (), problems)
     if "base_dir" in resolved:  # a model field, but not a config key: the file's folder is used
         problems.append(("base_dir", "unknown key"))
         resolved = {k: v for k, v in resolved.items() if k != "base_dir"}
@@ -273,7 +257,7 @@ def parse_config(raw: dict[str, Any], environ: Mapping[str, str], base_dir: Path
     except ValidationError as exc:
         _add_new(problems, _validation_problems(exc))
     # Cross-checks run on the raw data too, so they are reported alongside field errors.
-    _add_new(problems, _cross_check(resolved))
+    _add_new(problems, cross_check(resolved))
     if problems or config is None:
         raise ConfigError(problems)
     return config
@@ -283,22 +267,6 @@ def _add_new(problems: list[tuple[str, str]], found: list[tuple[str, str]]) -> N
     """Append problems at paths not reported yet (a missing env var explains the rest)."""
     reported = {path for path, _ in problems}
     problems.extend(problem for problem in found if problem[0] not in reported)
-
-
-def _resolve_env(
-    value: Any, environ: Mapping[str, str], path: tuple[str, ...], problems: list[tuple[str, str]]
-) -> Any:
-    if isinstance(value, str) and value.startswith("env:"):
-        name = value[4:]
-        if name not in environ:
-            problems.append((".".join(path), f"environment variable {name} is not set"))
-            return value
-        return environ[name]
-    if isinstance(value, dict):
-        return {k: _resolve_env(v, environ, (*path, str(k)), problems) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_resolve_env(v, environ, (*path, str(i)), problems) for i, v in enumerate(value)]
-    return value
 
 
 def _validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
@@ -334,90 +302,3 @@ def _describe(error: Any) -> tuple[str, str]:
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     return ".".join(loc) or "(root)", message
-
-
-def _cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Checks across entries, on the resolved raw data so they run even when fields fail.
-
-    Values that are not even the right type are skipped here: validation reports them.
-    """
-    problems: list[tuple[str, str]] = []
-    delivery = raw.get("delivery")
-    allow_private = _flag(
-        delivery.get("allow_private_networks", False) if isinstance(delivery, dict) else False
-    )
-    seen_ids: dict[str, int] = {}
-    seen_tokens: dict[str, int] = {}
-    for p_index, producer in _items(raw.get("producers")):
-        where = f"producers.{p_index}"
-        producer_id = producer.get("id")
-        if isinstance(producer_id, str) and producer_id:
-            if producer_id in seen_ids:
-                problems.append(
-                    (f"{where}.id", f"duplicate of producers.{seen_ids[producer_id]}.id")
-                )
-            seen_ids.setdefault(producer_id, p_index)
-        hottok = producer.get("hottok")
-        if isinstance(hottok, str) and hottok:
-            if hottok in seen_tokens:
-                other = seen_tokens[hottok]
-                problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
-            seen_tokens.setdefault(hottok, p_index)
-        codes: dict[str, int] = {}
-        for a_index, affiliate in _items(producer.get("affiliates")):
-            a_where = f"{where}.affiliates.{a_index}"
-            code = affiliate.get("code")
-            if isinstance(code, str) and code:
-                if code in codes:
-                    problems.append(
-                        (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[code]}")
-                    )
-                codes.setdefault(code, a_index)
-            for d_index, destination in _items(affiliate.get("destinations")):
-                url = destination.get("url")
-                if destination.get("kind") != "webhook" or not isinstance(url, str):
-                    continue
-                reason = _webhook_url_problem(
-                    url, _flag(destination.get("allow_http", False)), allow_private
-                )
-                if reason:
-                    problems.append((f"{a_where}.destinations.{d_index}.url", reason))
-    return problems
-
-
-def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
-    """The (index, table) pairs of an array of tables; anything else has none."""
-    if not isinstance(value, list | tuple):
-        return []
-    return [(index, item) for index, item in enumerate(value) if isinstance(item, dict)]
-
-
-def _flag(value: Any) -> bool:
-    """A boolean as pydantic reads it; an invalid one counts as set (validation reports it)."""
-    try:
-        return _BOOL.validate_python(value)
-    except ValidationError:
-        return True
-
-
-def _webhook_url_problem(url: str, allow_http: bool, allow_private: bool) -> str | None:
-    try:
-        _check_http_url(url)
-    except ValueError:
-        return None  # the field validator reports it
-    parts = urlsplit(url)
-    if parts.scheme == "http" and not (allow_http or allow_private):
-        return "must be https (set allow_http = true on this destination to opt in to http)"
-    if not allow_private and _is_private_literal(parts.hostname or ""):
-        return "points at a private or loopback address; set delivery.allow_private_networks = true"
-    return None
-
-
-def _is_private_literal(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a name: checked again at connect time, when it resolves
-    return not address.is_global

@@ -13,36 +13,38 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
 from relay.store import StoreUnavailable
 from relay.store.group_commit import GroupCommit
-from relay.store.queries import load_migrations, load_queries
+from relay.store.queries import load_migrations
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
     AttemptRow,
     Claim,
-    ClaimedDelivery,
     DeliveryDetail,
-    DeliveryKind,
     DeliveryRow,
     DeliveryStatus,
     DestinationHealth,
     HealthChange,
-    HealthEffect,
     HistoryFilter,
     IngestResult,
     NewEvent,
 )
+from relay.store.sqlite_statements import (
+    SQL_DIR,
+    Outcome,
+    Q,
+    claimed_delivery,
+    insert_event,
+    record_outcome,
+)
 
 T = TypeVar("T")
-SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
-Q = load_queries(SQL_DIR / "queries.sql")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
 # destinations; bounded so a backlog of millions costs the same as one of hundreds.
 CLAIM_SCAN_FACTOR = 4
@@ -136,7 +138,7 @@ class SqliteStore:
         return await self.group_commit.submit((event, now_ms))
 
     async def _ingest_batch(self, batch: Sequence[tuple[NewEvent, int]]) -> list[IngestResult]:
-        return await self.transaction(lambda c: [_insert_event(c, e, now) for e, now in batch])
+        return await self.transaction(lambda c: [insert_event(c, e, now) for e, now in batch])
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -166,7 +168,7 @@ class SqliteStore:
                 conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)}).fetchall() if ids else []
             )
             next_due = conn.execute(Q["next_due"]).fetchone()[0]
-            return Claim([_claimed(row) for row in rows], next_due)
+            return Claim([claimed_delivery(row) for row in rows], next_due)
 
         return await self.transaction(work, durable=False)
 
@@ -184,13 +186,13 @@ class SqliteStore:
         alert: NewEvent | None,
         now_ms: int,
     ) -> HealthChange:
-        outcome = _Outcome(attempt, resolution, destination_key, disable_after_failures, alert)
+        outcome = Outcome(attempt, resolution, destination_key, disable_after_failures, alert)
         return await self.outcome_commit.submit((outcome, now_ms))
 
-    async def _record_batch(self, batch: Sequence[tuple[_Outcome, int]]) -> list[HealthChange]:
+    async def _record_batch(self, batch: Sequence[tuple[Outcome, int]]) -> list[HealthChange]:
         # Outcomes are group-committed like ingest: under load one fsync records many.
         return await self.transaction(
-            lambda c: [_record(c, o, now) for o, now in batch], durable=False
+            lambda c: [record_outcome(c, o, now) for o, now in batch], durable=False
         )
 
     async def resolve_without_attempt(
@@ -275,148 +277,3 @@ class SqliteStore:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())
         return {row[0]: row[1] for row in rows}
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    attempt: AttemptRecord
-    resolution: AttemptResolution
-    destination_key: str
-    disable_after_failures: int
-    alert: NewEvent | None
-
-
-def _record(conn: sqlite3.Connection, outcome: _Outcome, now_ms: int) -> HealthChange:
-    attempt, resolution = outcome.attempt, outcome.resolution
-    conn.execute(Q["insert_attempt"], _attempt_params(attempt))
-    conn.execute(
-        Q["resolve_delivery"],
-        {
-            "delivery_id": attempt.delivery_id,
-            "attempt_no": attempt.attempt_no,
-            "status": resolution.status.value,
-            "next_attempt_at_ms": resolution.next_attempt_at_ms,
-            "last_error": resolution.last_error,
-            "reason": resolution.last_error or "delivered",
-            "now_ms": now_ms,
-        },
-    )
-    return _update_health(
-        conn,
-        outcome.destination_key,
-        resolution,
-        outcome.disable_after_failures,
-        outcome.alert,
-        now_ms,
-    )
-
-
-def _insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> IngestResult:
-    params = {**_event_params(event), "now_ms": now_ms}
-    row = conn.execute(Q["insert_event"], params).fetchone()
-    if row is None:
-        existing = conn.execute(Q["find_event"], params).fetchone()
-        return IngestResult("duplicate", int(existing[0]), 0)
-    event_row_id = int(row[0])
-    conn.executemany(
-        Q["insert_delivery"],
-        [
-            {
-                "event_id": event_row_id,
-                "kind": d.kind.value,
-                "producer_id": event.producer_id,
-                "affiliate_code": d.affiliate_code,
-                "destination_key": d.destination_key,
-                "channel": d.channel,
-                "event_name": event.event_name,
-                "status": d.status.value,
-                "reason": d.reason,
-                "message_id": d.message_id,
-                "next_attempt_at_ms": now_ms if d.status == DeliveryStatus.PENDING else None,
-                "now_ms": now_ms,
-            }
-            for d in event.deliveries
-        ],
-    )
-    sendable = sum(1 for d in event.deliveries if d.status == DeliveryStatus.PENDING)
-    return IngestResult(event.outcome, event_row_id, sendable)
-
-
-def _event_params(event: NewEvent) -> dict[str, Any]:
-    return {
-        "producer_id": event.producer_id,
-        "hotmart_id": event.hotmart_id,
-        "event_name": event.event_name,
-        "source": event.source,
-        "outcome": event.outcome,
-        "transaction_code": event.transaction_code,
-        "product_id": event.product_id,
-        "payload_json": event.payload_json,
-    }
-
-
-def _update_health(
-    conn: sqlite3.Connection,
-    key: str,
-    resolution: AttemptResolution,
-    disable_after_failures: int,
-    alert: NewEvent | None,
-    now_ms: int,
-) -> HealthChange:
-    effect = resolution.health
-    if effect == HealthEffect.NONE:
-        return HealthChange(disabled_now=False, consecutive_failures=0)
-    params: dict[str, Any] = {"key": key, "now_ms": now_ms, "error": resolution.last_error}
-    conn.execute(Q["ensure_destination"], params)
-    if effect == HealthEffect.SUCCESS:
-        conn.execute(Q["destination_success"], params)
-        return HealthChange(disabled_now=False, consecutive_failures=0)
-    conn.execute(Q["destination_error"], params)
-    failures = 0
-    disable_reason = ""
-    if effect == HealthEffect.FAILED:
-        failures, enabled = conn.execute(Q["destination_failed"], params).fetchone()
-        if enabled and failures >= disable_after_failures:
-            disable_reason = (
-                f"{failures} consecutive failed deliveries; last: {resolution.last_error}"
-            )
-    elif effect == HealthEffect.GONE:
-        disable_reason = f"receiver answered 410 Gone: {resolution.last_error}"
-    if not disable_reason:
-        return HealthChange(disabled_now=False, consecutive_failures=failures)
-    disabled = conn.execute(Q["disable_destination"], {**params, "reason": disable_reason})
-    disabled_now = disabled.rowcount == 1
-    if disabled_now and alert is not None:
-        _insert_event(conn, alert, now_ms)
-    return HealthChange(disabled_now=disabled_now, consecutive_failures=failures)
-
-
-def _attempt_params(attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "delivery_id": attempt.delivery_id,
-        "attempt_no": attempt.attempt_no,
-        "started_at_ms": attempt.started_at_ms,
-        "latency_ms": attempt.latency_ms,
-        "outcome": attempt.outcome,
-        "status_code": attempt.status_code,
-        "response_excerpt": attempt.response_excerpt,
-        "response_headers": json.dumps(attempt.response_headers),
-        "request_payload": attempt.request_payload,
-        "detail": attempt.detail,
-    }
-
-
-def _claimed(row: tuple[Any, ...]) -> ClaimedDelivery:
-    return ClaimedDelivery(
-        id=row[0],
-        kind=DeliveryKind(row[1]),
-        producer_id=row[2],
-        affiliate_code=row[3],
-        destination_key=row[4],
-        channel=row[5],
-        event_name=row[6],
-        message_id=row[7],
-        attempts=row[8],
-        replayed_after=row[9],
-        payload_json=row[10],
-    )

@@ -1,0 +1,138 @@
+"""The passes `parse_config` makes over the raw TOML data, around model validation.
+
+`resolve_env` fills in `env:` references before validation; `cross_check` checks
+across entries (duplicate ids, webhook URLs). They read the raw data rather than the
+validated models so their problems are reported alongside field errors even when some
+field fails. Nothing here imports `relay.config`, which imports this: no cycle.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import TypeAdapter, ValidationError
+
+_BOOL: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def resolve_env(
+    value: Any, environ: Mapping[str, str], path: tuple[str, ...], problems: list[tuple[str, str]]
+) -> Any:
+    """Replace each `env:NAME` string with that variable; report any that is not set."""
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if name not in environ:
+            problems.append((".".join(path), f"environment variable {name} is not set"))
+            return value
+        return environ[name]
+    if isinstance(value, dict):
+        return {k: resolve_env(v, environ, (*path, str(k)), problems) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [resolve_env(v, environ, (*path, str(i)), problems) for i, v in enumerate(value)]
+    return value
+
+
+def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Checks across entries, on the resolved raw data so they run even when fields fail.
+
+    Values that are not even the right type are skipped here: validation reports them.
+    """
+    problems: list[tuple[str, str]] = []
+    delivery = raw.get("delivery")
+    allow_private = _flag(
+        delivery.get("allow_private_networks", False) if isinstance(delivery, dict) else False
+    )
+    seen_ids: dict[str, int] = {}
+    seen_tokens: dict[str, int] = {}
+    for p_index, producer in _items(raw.get("producers")):
+        where = f"producers.{p_index}"
+        producer_id = producer.get("id")
+        if isinstance(producer_id, str) and producer_id:
+            if producer_id in seen_ids:
+                problems.append(
+                    (f"{where}.id", f"duplicate of producers.{seen_ids[producer_id]}.id")
+                )
+            seen_ids.setdefault(producer_id, p_index)
+        hottok = producer.get("hottok")
+        if isinstance(hottok, str) and hottok:
+            if hottok in seen_tokens:
+                other = seen_tokens[hottok]
+                problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
+            seen_tokens.setdefault(hottok, p_index)
+        codes: dict[str, int] = {}
+        for a_index, affiliate in _items(producer.get("affiliates")):
+            a_where = f"{where}.affiliates.{a_index}"
+            code = affiliate.get("code")
+            if isinstance(code, str) and code:
+                if code in codes:
+                    problems.append(
+                        (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[code]}")
+                    )
+                codes.setdefault(code, a_index)
+            for d_index, destination in _items(affiliate.get("destinations")):
+                url = destination.get("url")
+                if destination.get("kind") != "webhook" or not isinstance(url, str):
+                    continue
+                reason = _webhook_url_problem(
+                    url, _flag(destination.get("allow_http", False)), allow_private
+                )
+                if reason:
+                    problems.append((f"{a_where}.destinations.{d_index}.url", reason))
+    return problems
+
+
+def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    """The (index, table) pairs of an array of tables; anything else has none."""
+    if not isinstance(value, list | tuple):
+        return []
+    return [(index, item) for index, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _flag(value: Any) -> bool:
+    """A boolean as pydantic reads it; an invalid one counts as set (validation reports it)."""
+    try:
+        return _BOOL.validate_python(value)
+    except ValidationError:
+        return True
+
+
+def _webhook_url_problem(url: str, allow_http: bool, allow_private: bool) -> str | None:
+    try:
+        check_http_url(url)
+    except ValueError:
+        return None  # the field validator reports it
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not (allow_http or allow_private):
+        return "must be https (set allow_http = true on this destination to opt in to http)"
+    if not allow_private and _is_private_literal(parts.hostname or ""):
+        return "points at a private or loopback address; set delivery.allow_private_networks = true"
+    return None
+
+
+def _is_private_literal(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name: checked again at connect time, when it resolves
+    return not address.is_global
+
+
+def check_http_url(value: str) -> None:
+    """Raise ValueError unless `value` is an absolute http(s) URL with a host and a valid port.
+
+    Shared with `WebhookDestination`'s field validator, so both agree on what a URL is.
+    """
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        raise ValueError(f"{value!r} is not an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if any(char.isspace() for char in value):
+        raise ValueError(f"{value!r} is not an http(s) URL")
