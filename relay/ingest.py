@@ -57,7 +57,12 @@ async def handle_hotmart_post(request: web.Request) -> web.Response:
     if header_token and _producer_for(runtime.config, header_token) is None:
         return _error(401, "unauthorized", "unknown X-HOTMART-HOTTOK")
     try:
-        fields = _decode(body, content_type)
+        try:
+            fields = _decode(body, content_type)
+        except MalformedEvent:
+            if not header_token:  # no token anywhere: a stranger learns nothing of the format
+                return _error(401, "unauthorized", "missing hottok")
+            raise
         body_token = str(fields.get("hottok") or "")
         producer = _producer_for(runtime.config, header_token or body_token)
         if producer is None:

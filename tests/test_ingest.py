@@ -108,6 +108,15 @@ async def test_missing_or_unknown_token_is_401_and_stores_nothing(
     assert await rows(client) == []
 
 
+async def test_unreadable_body_without_any_token_is_401_not_400(
+    relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    client = await relay_client(build_config(config_dict, tmp_path))
+    resp = await post_json(client, b"{not json", token=None)
+    assert resp.status == 401
+    assert await rows(client) == []
+
+
 async def test_unknown_token_in_body_is_401(
     relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
 ) -> None:
