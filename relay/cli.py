@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay.config import Config, ConfigError, load_config
+from relay.store.records import DeliveryStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check-config", help="validate the config and compile every template")
 
     history = commands.add_parser("history", help="list deliveries, newest first")
-    history.add_argument("--status", help="pending, delivered, failed, withheld, skipped, ignored")
+    history.add_argument("--status", choices=[s.value for s in DeliveryStatus])
     history.add_argument("--affiliate", help="affiliate code")
     history.add_argument("--event", help="Hotmart event name, e.g. PURCHASE_BILLET_PRINTED")
     history.add_argument("--channel", choices=["email", "webhook"])

@@ -60,6 +60,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     for _ in range(2):
         async with open_sqlite_store(db):
             pass
+    assert db.stat().st_mode & 0o777 == 0o600  # buyer data: the relay's user only
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)

@@ -9,6 +9,7 @@ being written rides in the next one, so one fsync serves many events.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -58,6 +59,10 @@ async def open_sqlite_store(
 ) -> AsyncIterator[SqliteStore]:
     """Open (creating and migrating) the database; always close it, or the process hangs."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Buyer data lives here: readable by the relay's own user only. SQLite gives its
+        # -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         store = SqliteStore(conn)
