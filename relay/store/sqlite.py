@@ -8,6 +8,7 @@ being written rides in the next one, so one fsync serves many events.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -58,11 +59,7 @@ async def open_sqlite_store(
     path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
 ) -> AsyncIterator[SqliteStore]:
     """Open (creating and migrating) the database; always close it, or the process hangs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # Buyer data lives here: readable by the relay's own user only. SQLite gives its
-        # -wal and -shm files the same mode.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    await asyncio.to_thread(_create_private, path)
     conn = await aiosqlite.connect(path, isolation_level=None)
     try:
         store = SqliteStore(conn)
@@ -72,6 +69,13 @@ async def open_sqlite_store(
     finally:
         # aiosqlite's worker thread is not a daemon: an open connection blocks exit.
         await conn.close()
+
+
+def _create_private(path: Path) -> None:
+    """Buyer data lives here: readable by the relay's own user only. SQLite gives its
+    -wal and -shm files the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
