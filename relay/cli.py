@@ -23,14 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="Forward Hotmart payment slips to permitted affiliates."
     )
-    parser.add_argument(
-        "--config", type=Path, help="config file (default: $RELAY_CONFIG, else ./relay.toml)"
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run HTTP ingest and the dispatcher")
-    commands.add_parser("check-config", help="validate the config and compile every template")
+    config_help = "config file (default: $RELAY_CONFIG, else ./relay.toml)"
+    parser.add_argument("--config", type=Path, help=config_help)
+    # `relay serve --config X` reads as naturally as `relay --config X serve`: take both.
+    # SUPPRESS keeps a subcommand's unset --config from hiding the top-level one.
+    config_after = argparse.ArgumentParser(add_help=False)
+    config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
 
-    history = commands.add_parser("history", help="list deliveries, newest first")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_text, parents=[config_after])
+
+    command("serve", "run HTTP ingest and the dispatcher")
+    command("check-config", "validate the config and compile every template")
+
+    history = command("history", "list deliveries, newest first")
     history.add_argument("--status", choices=[s.value for s in DeliveryStatus])
     history.add_argument("--affiliate", help="affiliate code")
     history.add_argument("--event", help="Hotmart event name, e.g. PURCHASE_BILLET_PRINTED")
@@ -40,23 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--json", action="store_true", help="machine-readable output")
 
-    show = commands.add_parser("show", help="one delivery with every attempt")
+    show = command("show", "one delivery with every attempt")
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true")
 
-    replay = commands.add_parser("replay", help="send deliveries again, now")
+    replay = command("replay", "send deliveries again, now")
     replay.add_argument("ids", type=int, nargs="*", metavar="ID")
     replay.add_argument("--failed", action="store_true", help="every failed delivery")
     replay.add_argument("--since", help="with --failed: created since '2h' ago or an ISO date")
 
-    send_test = commands.add_parser("send-test", help="send a marked test notification")
+    send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")
     send_test.add_argument("--producer", help="producer id, when several name this affiliate")
     send_test.add_argument(
         "--destination", type=int, metavar="N", help="only destination N (0-based)"
     )
 
-    destinations = commands.add_parser("destinations", help="list health; enable or disable")
+    destinations = command("destinations", "list health; enable or disable")
     toggle = destinations.add_mutually_exclusive_group()
     toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/0")
     toggle.add_argument("--disable", metavar="KEY")

@@ -267,3 +267,20 @@ def test_broken_template_override_fails_check_config_and_serve(
     (overrides / "billet_printed.es.html").write_text("<p>{{ event.product.name }}</p>")
     assert main(["--config", str(path), "check-config"]) == 0
     assert "config ok" in capsys.readouterr().out
+
+
+def test_config_may_come_before_or_after_the_command(
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = write_toml(config_dict, tmp_path / "relay.toml")
+    assert main(["check-config", "--config", str(path)]) == 0  # as `make run` writes it
+    assert main(["--config", str(path), "check-config"]) == 0
+    monkeypatch.setenv("RELAY_CONFIG", str(path))
+    assert main(["check-config"]) == 0
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RELAY_CONFIG")
+    assert main(["check-config"]) == 0  # ./relay.toml
+    assert capsys.readouterr().out.count("config ok") == 4
