@@ -9,6 +9,7 @@ that names the file. The variables templates see are listed in templates/README.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -22,7 +23,6 @@ from jinja2 import (
     ChoiceLoader,
     FileSystemLoader,
     StrictUndefined,
-    Template,
     TemplateNotFound,
     TemplateSyntaxError,
     select_autoescape,
@@ -92,9 +92,11 @@ class Templates:
 
     def __init__(self, override_dir: Path | None = None) -> None:
         self._override_dir = override_dir
-        loaders: list[BaseLoader] = [FileSystemLoader(default_templates_dir())]
+        # Searched in this order: the producer's folder first, so its file of a name wins.
+        self._folders = [default_templates_dir()]
         if override_dir is not None:
-            loaders.insert(0, FileSystemLoader(override_dir))
+            self._folders.insert(0, override_dir)
+        loaders: list[BaseLoader] = [FileSystemLoader(folder) for folder in self._folders]
         # One environment per instance: Jinja caches each compiled template in it.
         self._env = ImmutableSandboxedEnvironment(
             loader=ChoiceLoader(loaders),
@@ -158,7 +160,13 @@ class Templates:
         )
 
     def check(self) -> list[str]:
-        """Compile every template and trial-render each message; human-readable problems."""
+        """Compile every template and trial-render each message; human-readable problems.
+
+        Layouts and partials (`_layout.html`, `_words.es.html`: names starting with `_`)
+        are compiled with the rest but rendered only through the messages that use them,
+        since alone they lack what those messages give them. A problem in one is reported
+        once, naming it, however many messages share it.
+        """
         problems: list[str] = []
         if self._override_dir is not None and not self._override_dir.is_dir():
             problems.append(f"{self._override_dir}: templates folder does not exist")
@@ -166,7 +174,7 @@ class Templates:
             try:
                 self._env.get_template(name)
             except TemplateSyntaxError as exc:
-                problems.append(_describe(name, exc, None))
+                problems.append(self._describe(name, exc))
         # A trial render finds what compiling cannot: unknown variables, invalid JSON.
         for render in _trial_renders(self):
             try:
@@ -177,13 +185,52 @@ class Templates:
         return problems
 
     def _render(self, name: str, context: dict[str, Any]) -> str:
-        template: Template | None = None
         try:
-            template = self._env.get_template(name)
-            return template.render(context)
+            return self._env.get_template(name).render(context)
         except Exception as exc:
             # Templates are producer code: whatever goes wrong in one must name the file.
-            raise RenderError(_describe(name, exc, template)) from exc
+            raise RenderError(self._describe(name, exc)) from exc
+
+    def _describe(self, name: str, exc: Exception) -> str:
+        """`billet_printed.es.html: line 3: unexpected '}'`, as check-config prints it.
+
+        The file named is the one where it went wrong, which for an error in a layout or
+        partial is that file, not the message `name` that extends or includes it.
+        """
+        if isinstance(exc, TemplateSyntaxError):
+            return f"{exc.name or name}: line {exc.lineno}: {exc.message}"
+        where, line = self._innermost_template(exc) or (name, None)
+        if isinstance(exc, TemplateNotFound):
+            return f"{where}: template {exc.name!r} not found"
+        if line is not None:
+            where = f"{where}: line {line}"
+        if exc.__class__.__module__.startswith("jinja2"):  # UndefinedError, SecurityError
+            return f"{where}: {exc}"
+        return f"{where}: {type(exc).__name__}: {exc}"
+
+    def _innermost_template(self, exc: BaseException) -> tuple[str, int] | None:
+        """The template name and line of the last traceback frame in a template file."""
+        # Jinja rewrites the frames of template code to point at the template's file and line.
+        found = None
+        trace = exc.__traceback__
+        while trace is not None:
+            name = self._template_name(trace.tb_frame.f_code.co_filename)
+            if name is not None:
+                found = (name, trace.tb_lineno)
+            trace = trace.tb_next
+        return found
+
+    def _template_name(self, filename: str) -> str | None:
+        """`_layout.html` for a file in one of the template folders, else None."""
+        path = Path(os.path.normpath(filename))
+        names = []
+        for folder in self._folders:
+            try:
+                names.append(path.relative_to(os.path.normpath(folder)).as_posix())
+            except ValueError:
+                continue
+        # Should one folder hold the other, the deeper one is where the file was found.
+        return min(names, key=len, default=None)
 
 
 def _notification_context(n: Notification) -> dict[str, Any]:
@@ -209,32 +256,6 @@ def _notification_context(n: Notification) -> dict[str, Any]:
         "slip_link": http_url(payment.slip_url),
         "qr_link": http_url(payment.pix_qrcode),
     }
-
-
-def _describe(name: str, exc: Exception, template: Template | None) -> str:
-    """`billet_printed.es.html: line 3: unexpected '}'`, as check-config prints it."""
-    if isinstance(exc, TemplateSyntaxError):
-        return f"{exc.name or name}: line {exc.lineno}: {exc.message}"
-    if isinstance(exc, TemplateNotFound):
-        return f"{name}: template {exc.name!r} not found"
-    where = name
-    line = _template_line(exc, template.filename) if template and template.filename else None
-    if line is not None:
-        where = f"{name}: line {line}"
-    if exc.__class__.__module__.startswith("jinja2"):  # UndefinedError, SecurityError
-        return f"{where}: {exc}"
-    return f"{where}: {type(exc).__name__}: {exc}"
-
-
-def _template_line(exc: BaseException, filename: str) -> int | None:
-    # Jinja rewrites traceback frames to point at template lines; the last one is the culprit.
-    line = None
-    trace = exc.__traceback__
-    while trace is not None:
-        if trace.tb_frame.f_code.co_filename == filename:
-            line = trace.tb_lineno
-        trace = trace.tb_next
-    return line
 
 
 def _reject_constant(name: str) -> NoReturn:

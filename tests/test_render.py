@@ -511,6 +511,159 @@ def test_default_templates_dir_is_the_source_tree_folder() -> None:
         assert (folder / name).is_file()
 
 
+# --- the shared HTML layout and partials ---------------------------------------------------
+
+HTML_LABELS = {
+    "es": ("Producto", "Transacción", "Monto", "Medio de pago", "Comprador", "Nombre", "Correo"),
+    "pt": ("Produto", "Transação", "Valor", "Forma de pagamento", "Comprador", "Nome", "E-mail"),
+    "en": ("Product", "Transaction", "Amount", "Payment method", "Buyer", "Name", "Email"),
+}
+PARTIALS = (
+    "_layout.html",
+    "_billet_printed.html",
+    "_generic.html",
+    "_words.es.html",
+    "_words.pt.html",
+    "_words.en.html",
+)
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("fixture", ["billet_printed_oxxo", "purchase_approved_oxxo"])
+def test_html_labels_stay_translated(templates: Templates, fixture: str, locale: str) -> None:
+    html = templates.email(notify(load(fixture), locale)).html
+    for label in HTML_LABELS[locale]:
+        assert f">{label}</" in html
+    for other in LOCALES:
+        if other != locale:
+            assert f">{HTML_LABELS[other][0]}</" not in html  # Producto, Produto, Product
+
+
+def test_portuguese_boleto_words_in_html(templates: Templates) -> None:
+    html = templates.email(notify(load("billet_printed_boleto"), "pt")).html
+    assert ">Abrir o boleto</a>" in html
+    assert ">Linha digitável:</p>" in html
+    html = templates.email(notify(load("billet_printed_oxxo"), "pt")).html
+    assert ">Abrir a guia de pagamento</a>" in html
+    assert ">Código de pagamento:</p>" in html
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("fixture", ["billet_printed_oxxo", "purchase_approved_oxxo"])
+def test_layout_and_partials_are_autoescaped(
+    templates: Templates, fixture: str, locale: str
+) -> None:
+    # The greeting, footer and banner come from _words.<locale>.html via _layout.html.
+    script = "<script>alert(1)</script>"
+    event = with_product_name(load(fixture), script)
+    n = Notification(event, "K1", script, script, locale, True, "m")
+    html = templates.email(n).html
+    assert "<script>" not in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # title, hello, table, footer
+
+
+def test_default_partials_exist_and_are_compiled_but_not_rendered_alone() -> None:
+    folder = default_templates_dir()
+    for name in PARTIALS:
+        assert (folder / name).is_file()
+    # Rendered alone, the layout would fail: it takes `locale` and more from the message.
+    assert Templates().check() == []
+
+
+def test_override_of_the_shared_layout_changes_every_html_email(tmp_path: Path) -> None:
+    layout = (default_templates_dir() / "_layout.html").read_text(encoding="utf-8")
+    wrapper = '<div style="max-width:560px;margin:0 auto;'
+    assert wrapper in layout
+    changed = layout.replace(wrapper, "<p>Logo of {{ producer_name }}</p>\n" + wrapper, 1)
+    (tmp_path / "_layout.html").write_text(changed, encoding="utf-8")
+    overridden = Templates(tmp_path)
+    assert overridden.check() == []
+    for fixture in ("billet_printed_oxxo", "purchase_approved_oxxo"):
+        for locale in LOCALES:
+            n = notify(load(fixture), locale)
+            email = overridden.email(n)
+            default = Templates().email(n)
+            assert "<p>Logo of Dulce Academia</p>\n<div" in email.html
+            assert email.html.replace("<p>Logo of Dulce Academia</p>\n", "") == default.html
+            assert email.text == default.text
+
+
+def test_override_of_one_locales_words(tmp_path: Path) -> None:
+    words = (default_templates_dir() / "_words.es.html").read_text(encoding="utf-8")
+    (tmp_path / "_words.es.html").write_text(words.replace('"Comprador"', '"Cliente"'))
+    overridden = Templates(tmp_path)
+    event = load("billet_printed_oxxo")
+    assert ">Cliente</h3>" in overridden.email(notify(event, "es")).html
+    assert ">Comprador</h3>" in overridden.email(notify(event, "pt")).html
+    assert "Comprador\n" in overridden.email(notify(event, "es")).text  # text has its own
+
+
+def test_override_of_a_whole_html_email_without_the_layout(tmp_path: Path) -> None:
+    (tmp_path / "billet_printed.es.html").write_text("<p>{{ product.name }}</p>\n")
+    overridden = Templates(tmp_path)
+    event = load("billet_printed_oxxo")
+    assert overridden.email(notify(event)).html == "<p>Curso de Repostería Profesional</p>\n"
+    assert overridden.email(notify(event, "en")).html == Templates().email(notify(event, "en")).html
+    assert overridden.check() == []
+
+
+def test_override_of_an_email_that_extends_the_shared_layout(tmp_path: Path) -> None:
+    (tmp_path / "billet_printed.es.html").write_text(
+        '{% extends "_billet_printed.html" %}\n'
+        "{% block title %}Ficha: {{ product.name }}{% endblock %}\n"
+        "{% block message %}\n<p>Mensaje de {{ producer_name }}</p>\n{% endblock %}\n"
+    )
+    html = Templates(tmp_path).email(notify(load("billet_printed_oxxo"))).html
+    assert "<title>Ficha: Curso de Repostería Profesional</title>" in html
+    assert "<p>Mensaje de Dulce Academia</p>\n<p><a href=" in html
+    assert ">Abrir la ficha de pago</a>" in html
+    assert ">Comprador</h3>" in html
+
+
+@pytest.mark.parametrize(
+    ("partial", "fixture", "locale"),
+    [
+        ("_layout.html", "purchase_approved_oxxo", "en"),
+        ("_billet_printed.html", "billet_printed_oxxo", "es"),
+        ("_generic.html", "purchase_approved_oxxo", "pt"),
+        ("_words.pt.html", "billet_printed_oxxo", "pt"),
+    ],
+)
+def test_syntax_error_in_a_partial_names_the_partial(
+    tmp_path: Path, partial: str, fixture: str, locale: str
+) -> None:
+    (tmp_path / partial).write_text("<p>\n\n{{ product.name }</p>\n")
+    broken = Templates(tmp_path)
+    problem = f"{partial}: line 3: unexpected '}}'"
+    with pytest.raises(RenderError) as caught:
+        broken.email(notify(load(fixture), locale))
+    assert str(caught.value) == problem
+    assert broken.check() == [problem]  # once, though several emails use it
+    assert broken.webhook_body(notify(load(fixture), locale))  # the rest still work
+
+
+def test_runtime_error_in_a_partial_names_the_partial_and_line(tmp_path: Path) -> None:
+    (tmp_path / "_generic.html").write_text(
+        '{% extends "_layout.html" %}\n{% block title %}{{ product.nmae }}{% endblock %}\n'
+    )
+    broken = Templates(tmp_path)
+    with pytest.raises(RenderError, match=r"^_generic\.html: line 2: .*nmae"):
+        broken.email(notify(load("purchase_approved_oxxo"), "en"))
+    problems = broken.check()
+    assert len(problems) == 1
+    assert problems[0].startswith("_generic.html: line 2: ")
+    assert broken.email(notify(load("billet_printed_oxxo"), "en")).html  # not used there
+
+
+def test_partials_are_compiled_but_never_rendered_alone(tmp_path: Path) -> None:
+    (tmp_path / "_unused.html").write_text("{{ only_given_by_a_message_that_includes_it }}\n")
+    assert Templates(tmp_path).check() == []
+    (tmp_path / "_unused.html").write_text("{% if %}\n")
+    assert Templates(tmp_path).check() == [
+        "_unused.html: line 1: Expected an expression, got 'end of statement block'"
+    ]
+
+
 # --- the alert ------------------------------------------------------------------------------
 
 
