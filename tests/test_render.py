@@ -251,9 +251,9 @@ def test_every_fixture_renders_in_every_channel(templates: Templates, locale: st
 @pytest.mark.parametrize(
     ("locale", "tag", "line"),
     [
-        ("es", "[PRUEBA]", "PRUEBA: este aviso se envió con"),
-        ("pt", "[TESTE]", "TESTE: este aviso foi enviado com"),
-        ("en", "[TEST]", "TEST: this notice was sent with"),
+        ("es", "[PRUEBA]", "PRUEBA: este es un aviso de prueba"),
+        ("pt", "[TESTE]", "TESTE: este é um aviso de teste"),
+        ("en", "[TEST]", "TEST: this is a test notice"),
     ],
 )
 @pytest.mark.parametrize("fixture", ["billet_printed_oxxo", "purchase_approved_oxxo"])
