@@ -49,29 +49,18 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     seen_tokens: dict[str, int] = {}
     for p_index, producer in _items(raw.get("producers")):
         where = f"producers.{p_index}"
-        producer_id = producer.get("id")
-        if isinstance(producer_id, str) and producer_id:
-            if producer_id in seen_ids:
-                problems.append(
-                    (f"{where}.id", f"duplicate of producers.{seen_ids[producer_id]}.id")
-                )
-            seen_ids.setdefault(producer_id, p_index)
-        hottok = producer.get("hottok")
-        if isinstance(hottok, str) and hottok:
-            if hottok in seen_tokens:
-                other = seen_tokens[hottok]
-                problems.append((f"{where}.hottok", f"same token as producers.{other}.hottok"))
-            seen_tokens.setdefault(hottok, p_index)
+        earlier = _earlier(seen_ids, producer.get("id"), p_index)
+        if earlier is not None:
+            problems.append((f"{where}.id", f"duplicate of producers.{earlier}.id"))
+        earlier = _earlier(seen_tokens, producer.get("hottok"), p_index)
+        if earlier is not None:
+            problems.append((f"{where}.hottok", f"same token as producers.{earlier}.hottok"))
         codes: dict[str, int] = {}
         for a_index, affiliate in _items(producer.get("affiliates")):
             a_where = f"{where}.affiliates.{a_index}"
-            code = affiliate.get("code")
-            if isinstance(code, str) and code:
-                if code in codes:
-                    problems.append(
-                        (f"{a_where}.code", f"duplicate of {where}.affiliates.{codes[code]}")
-                    )
-                codes.setdefault(code, a_index)
+            earlier = _earlier(codes, affiliate.get("code"), a_index)
+            if earlier is not None:
+                problems.append((f"{a_where}.code", f"duplicate of {where}.affiliates.{earlier}"))
             for d_index, destination in _items(affiliate.get("destinations")):
                 url = destination.get("url")
                 if destination.get("kind") != "webhook" or not isinstance(url, str):
@@ -82,6 +71,14 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
                 if reason:
                     problems.append((f"{a_where}.destinations.{d_index}.url", reason))
     return problems
+
+
+def _earlier(seen: dict[str, int], value: Any, index: int) -> int | None:
+    """The index where an equal non-empty string was first seen; remembers this one."""
+    if not isinstance(value, str) or not value:
+        return None
+    first = seen.setdefault(value, index)
+    return first if first != index else None
 
 
 def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:
