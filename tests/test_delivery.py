@@ -315,7 +315,7 @@ async def test_one_slow_destination_cannot_take_every_slot(
         in_flight["now"] += 1
         in_flight["max"] = max(in_flight["max"], in_flight["now"])
         try:
-            return await slow(0.2)(request)
+            return await slow(0.5)(request)  # long enough that the fast one clearly overtakes
         finally:
             in_flight["now"] -= 1
 
