@@ -55,7 +55,7 @@ class Notification:
     affiliate_name: str  # from config if set, else the event's affiliate name
     producer_name: str
     locale: str  # "es" | "pt" | "en"
-    is_test: bool  # sent by `relay send-test`: marked as a test in subject, body and JSON
+    is_test: bool  # relay send-test or Hotmart's test button: marked in subject, body, JSON
     message_id: str  # stable id of the delivery ("msg_...")
 
 
