@@ -21,6 +21,25 @@ HOTTOK = "test-hottok-acme"  # the token the v1 fixture carries
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+# SPEC §6: the default webhook body, and its payment object (plus our "test" flag).
+WEBHOOK_BODY_KEYS = frozenset(
+    {
+        "event",
+        "event_id",
+        "occurred_at",
+        "affiliate",
+        "product",
+        "purchase",
+        "payment",
+        "buyer",
+        "test",
+    }
+)
+WEBHOOK_PAYMENT_KEYS = frozenset(
+    {"type", "method", "slip_url", "slip_code", "pix_code", "pix_qrcode", "expires_at"}
+)
+
+
 def fixture_json(name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / name).read_text(encoding="utf-8"))
     return data

@@ -111,11 +111,9 @@ async def test_show_lists_every_attempt_with_payload_and_response(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with webhook_sink() as sink:
-        raw = with_webhook(config_dict, sink)
-        sink.on("/hook", status(500), status(200))
-        client, path = await serving(relay_client, raw, tmp_path)
-        await post_json(client, fixture_json("billet_printed_oxxo.json"))
-        await wait_until(lambda: settled(client))
+        client, path = await settled_against(
+            relay_client, config_dict, tmp_path, sink, [status(500), status(200)], "oxxo"
+        )
         rows = await runtime_of(client).store.history(_filter(channel="webhook"))
         capsys.readouterr()
         assert await run_cli(path, "show", str(rows[0].id)) == 0
@@ -134,6 +132,23 @@ def with_webhook(raw: dict[str, Any], sink: WebhookSink) -> dict[str, Any]:
     return raw
 
 
+async def settled_against(
+    relay_client: Any,
+    raw: dict[str, Any],
+    tmp_path: Path,
+    sink: WebhookSink,
+    replies: list[Any],
+    *slips: str,
+) -> tuple[Any, Path]:
+    """Serve with Lucía's webhook answering `replies`, post `slips`, wait until settled."""
+    sink.on("/hook", *replies)
+    client, path = await serving(relay_client, with_webhook(raw, sink), tmp_path)
+    for slip in slips:
+        await post_json(client, fixture_json(f"billet_printed_{slip}.json"))
+    await wait_until(lambda: settled(client))
+    return client, path
+
+
 def _filter(**kwargs: Any) -> Any:
     from relay.store.records import HistoryFilter
 
@@ -147,11 +162,9 @@ async def test_replay_sends_a_failed_delivery_again_with_the_same_id(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with webhook_sink() as sink:
-        raw = with_webhook(config_dict, sink)
-        sink.on("/hook", *[status(500)] * 5)
-        client, path = await serving(relay_client, raw, tmp_path)
-        await post_json(client, fixture_json("billet_printed_oxxo.json"))
-        await wait_until(lambda: settled(client))
+        client, path = await settled_against(
+            relay_client, config_dict, tmp_path, sink, [status(500)] * 5, "oxxo"
+        )
         (failed,) = await runtime_of(client).store.history(_filter(status="failed"))
         assert failed.attempts == 5
         capsys.readouterr()
@@ -176,12 +189,9 @@ async def test_replay_failed_since(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     async with webhook_sink() as sink:
-        raw = with_webhook(config_dict, sink)
-        sink.on("/hook", *[status(503)] * 10)
-        client, path = await serving(relay_client, raw, tmp_path)
-        await post_json(client, fixture_json("billet_printed_oxxo.json"))
-        await post_json(client, fixture_json("billet_printed_baloto.json"))
-        await wait_until(lambda: settled(client))
+        client, path = await settled_against(
+            relay_client, config_dict, tmp_path, sink, [status(503)] * 10, "oxxo", "baloto"
+        )
         assert len(await runtime_of(client).store.history(_filter(status="failed"))) == 2
         assert await run_cli(path, "replay", "--failed", "--since", "1h") == 0
         assert await runtime_of(client).store.history(_filter(status="failed")) == []

@@ -27,8 +27,8 @@ from relay.render import (
     Templates,
     default_templates_dir,
 )
+from tests.conftest import FIXTURES, WEBHOOK_BODY_KEYS, WEBHOOK_PAYMENT_KEYS
 
-FIXTURES = Path(__file__).parent / "fixtures"
 LOCALES = ("es", "pt", "en")
 PIX_CODE = (
     "00020101021226870014br.gov.bcb.pix2565qrcode.example/pix/v2/cobv/"
@@ -354,30 +354,12 @@ def test_webhook_body_key_sets_for_every_fixture(templates: Templates, fixture: 
     raw = templates.webhook_body(notify(load(fixture)))
     assert isinstance(raw, bytes)
     body = json.loads(raw.decode("utf-8"))
-    assert set(body) == {
-        "event",
-        "event_id",
-        "occurred_at",
-        "affiliate",
-        "product",
-        "purchase",
-        "payment",
-        "buyer",
-        "test",
-    }
+    assert set(body) == WEBHOOK_BODY_KEYS
     assert set(body["affiliate"]) == {"code", "name"}
     assert set(body["product"]) == {"id", "ucode", "name"}
     assert set(body["purchase"]) == {"transaction", "status", "price", "country"}
     assert set(body["purchase"]["price"]) == {"value", "currency"}
-    assert set(body["payment"]) == {
-        "type",
-        "method",
-        "slip_url",
-        "slip_code",
-        "pix_code",
-        "pix_qrcode",
-        "expires_at",
-    }
+    assert set(body["payment"]) == WEBHOOK_PAYMENT_KEYS
     assert set(body["buyer"]) == {"name", "email", "phone"}
     assert body["payment"]["method"] == EXPECTED[fixture]["method"]
 
