@@ -12,7 +12,9 @@ import unicodedata
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import urlsplit
+
+from relay.hotmart_payment import web_url
+from relay.local_time import format_local
 
 LOCALES = ("es", "pt", "en")
 # Subject prefix for a `relay send-test` notification, in the affiliate's language.
@@ -40,6 +42,9 @@ _CURRENCY_SEPARATORS = {
 _BOLETO_GROUPS = ((5, 5), (5, 6), (5, 6), (1,), (14,))
 _BOLETO_LENGTH = 47
 _GROUP_SIZE = 4  # how banks print convênio codes and OXXO/Baloto references
+# A Decimal is written out in full while it needs no more than this many digits on
+# either side of the point; past it, in scientific notation, which stays short.
+_PLAIN_DECIMAL_DIGITS = 30
 
 # Hotmart event names in words, (es, pt, en). An unknown event shows its raw name.
 _EVENT_TITLES = {
@@ -126,10 +131,31 @@ def format_amount(value: Decimal | None, currency: str, locale: str) -> str:
     return f"{symbol} {number}" if symbol else number
 
 
-def format_expiry(epoch_ms: int | None) -> str:
-    """`2026-11-28 18:00 UTC`; UTC is stated because the buyer's timezone is unknown."""
+def format_expiry(epoch_ms: int | None, country_iso: str = "", locale: str = "") -> str:
+    """`28/11/2025 16:20 (horário de Brasília)`: in the buyer country's zone, named.
+
+    Without a known country it is `2025-11-28 19:20 UTC`, which says it is UTC.
+    """
     moment = _utc(epoch_ms)
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+    return format_local(moment, country_iso, locale) if moment else ""
+
+
+def format_phone(phone: str | None, country_iso: str = "") -> str:
+    """`+55 31 99999-9999` for a Brazilian number; any other number as it was sent.
+
+    Brazilian when it starts with +55, or when the sale is in Brazil and the number
+    has no country code of its own. Only the shapes Brazil uses (a two-digit area
+    code and 8 or 9 digits) are rewritten; anything else is left for a person to read.
+    """
+    text = (phone or "").strip()
+    digits = "".join(ch for ch in text if ch.isascii() and ch.isdigit())
+    if text.startswith("+55") or (country_iso.upper() == "BR" and not text.startswith("+")):
+        if text.startswith("+55") or (len(digits) in (12, 13) and digits.startswith("55")):
+            digits = digits[2:]
+        if len(digits) in (10, 11):
+            area, number = digits[:2], digits[2:]
+            return f"+55 {area} {number[:-4]}-{number[-4:]}"
+    return text
 
 
 def iso_utc(epoch_ms: int | None) -> str | None:
@@ -150,10 +176,12 @@ def single_line(text: str) -> str:
 
 
 def http_url(url: str | None) -> str:
-    """The URL if it is http(s), else empty: an href must never run `javascript:`."""
-    if url and urlsplit(url.strip()).scheme.lower() in ("http", "https"):
-        return url.strip()
-    return ""
+    """The URL if it is a well-formed http(s) one, else empty; never raises.
+
+    An href must never run `javascript:`, and a malformed URL from the event must
+    cost the affiliate only the link, not the message.
+    """
+    return web_url(url) or ""
 
 
 def event_title(event: str, locale: str) -> str:
@@ -165,9 +193,18 @@ def event_title(event: str, locale: str) -> str:
 
 
 def json_dumps(value: Any, **kwargs: Any) -> str:
-    """`json.dumps`, except a Decimal becomes its exact text as a JSON number (never a float)."""
+    """`json.dumps`, except a Decimal becomes its exact text as a JSON number (never a float).
+
+    Written out in full (`189900.10`) only while that stays short; a Decimal with a huge
+    exponent keeps its short scientific form (`1E+999999999`), which is still a JSON
+    number, instead of expanding to a billion digits.
+    """
     if isinstance(value, Decimal):
-        return f"{value:f}" if value.is_finite() else "null"
+        if not value.is_finite():
+            return "null"
+        exponent = value.as_tuple().exponent
+        short = isinstance(exponent, int) and exponent >= -_PLAIN_DECIMAL_DIGITS
+        return f"{value:f}" if short and value.adjusted() < _PLAIN_DECIMAL_DIGITS else str(value)
     return json.dumps(value, **kwargs)
 
 

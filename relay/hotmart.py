@@ -1,11 +1,11 @@
 """Turn what Hotmart posts (webhook 2.0.0 JSON or the v1 form postback) into one `Event`.
 
-Lenient on purpose: real payloads carry unknown fields, objects sent as strings,
-camelCase names, prices as strings and barcodes with spaces (`relay.lenient` reads
-them). Only a body with no usable `id` or `event` is refused, with `MalformedEvent`
-naming the field.
-Buyer documents and addresses are dropped here: the relay never needs them, so it
-never stores them.
+Lenient on purpose (SPEC §2): real bodies carry unknown fields, a few camelCase names
+(`creationDate`), prices as integers or floats, empty affiliate entries for a direct
+sale and no phone at all; `relay.lenient` reads such values and bounds each one.
+Only a body with no usable `id` or `event` is refused, with `MalformedEvent` naming
+the field and saying what is wrong with it. Buyer documents and addresses are
+dropped here: the relay never needs them, so it never stores them.
 """
 
 from __future__ import annotations
@@ -16,15 +16,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from relay.hotmart_payment import CURRENCY_COUNTRY, parse_payment
+from relay.hotmart_payment import Payment as Payment
 from relay.lenient import (
-    as_decimal,
+    MAX_EMAIL_CHARS,
+    MAX_ID_CHARS,
+    MAX_PHONE_CHARS,
+    MAX_WORD_CHARS,
     as_epoch_ms,
     as_id_text,
-    as_int,
+    as_name,
     as_object,
+    as_price,
     as_text,
-    compact_code,
     get_field,
+    text_problem,
 )
 
 SLIP_EVENT = "PURCHASE_BILLET_PRINTED"
@@ -47,18 +53,9 @@ KNOWN_EVENTS = frozenset(
         "CLUB_MODULE_COMPLETED",
     }
 )
+# Hotmart sends one affiliate per sale; a body naming more than this is not a sale.
+MAX_AFFILIATES = 16
 
-# Cash methods as Hotmart's sales API names them, when they arrive as payment.type/method.
-_NAMED_CASH_METHODS = {
-    "OXXO": "OXXO",
-    "BALOTO": "Baloto",
-    "EFECTY": "Efecty",
-    "PAGO_EFECTIVO": "PagoEfectivo",
-    "CUPON_DE_PAGO": "Cupón de pago",
-    "MULTIBANCO": "Multibanco",
-}
-# The v1 postback names no country; the sale's currency tells it.
-_CURRENCY_COUNTRY = {"MXN": "MX", "COP": "CO", "BRL": "BR", "PEN": "PE", "CLP": "CL"}
 _V1_STATUS_EVENTS = {
     "billet_printed": SLIP_EVENT,
     "printed_billet": SLIP_EVENT,
@@ -72,6 +69,9 @@ _V1_STATUS_EVENTS = {
     "expired": "PURCHASE_EXPIRED",
     "delayed": "PURCHASE_DELAYED",
     "protested": "PURCHASE_PROTEST",
+    "dispute": "PURCHASE_PROTEST",  # what v1 really sends for a refund request
+    # Hotmart's own spelling (sic); no 2.0 event matches, so nobody subscribes to it.
+    "wayting_payment": "PURCHASE_WAITING_PAYMENT",
 }
 
 
@@ -102,22 +102,7 @@ class Product(_Frozen):
 class Buyer(_Frozen):
     name: str = ""
     email: str = ""
-    phone: str = ""
-
-
-class Payment(_Frozen):
-    type: str = ""  # as Hotmart sent it, upper-cased: BILLET, CASH_PAYMENT, PIX, CREDIT_CARD...
-    method: str | None = None  # human name when this is a slip: Boleto, OXXO, Baloto, Efecty, Pix
-    slip_url: str | None = None
-    slip_code: str | None = None  # digits only for barcodes; spaces removed
-    pix_code: str | None = None
-    pix_qrcode: str | None = None
-    expires_at_ms: int | None = None
-    installments: int | None = None
-
-    @property
-    def has_slip(self) -> bool:
-        return self.method is not None and bool(self.slip_url or self.slip_code or self.pix_code)
+    phone: str = ""  # a Brazilian area code (DDD) already joined to the number
 
 
 class Purchase(_Frozen):
@@ -128,6 +113,11 @@ class Purchase(_Frozen):
     currency: str = ""
     country_iso: str = ""
     country_name: str = ""
+
+    @property
+    def buyer_country(self) -> str:
+        """`country_iso`, or the country the currency tells when the checkout named none."""
+        return self.country_iso or CURRENCY_COUNTRY.get(self.currency, "")
 
 
 class Event(_Frozen):
@@ -146,8 +136,8 @@ class Event(_Frozen):
 
     @property
     def is_test(self) -> bool:
-        """Hotmart's "send test" button posts product id 0."""
-        return self.product.id == "0"
+        """Hotmart's "send test" button posts product id 0, or "00000" in some events."""
+        return self.product.id != "" and self.product.id.strip("0") == ""
 
     @property
     def named_affiliates(self) -> tuple[Affiliate, ...]:
@@ -156,137 +146,101 @@ class Event(_Frozen):
 
 
 def parse_json_event(body: Any) -> Event:
-    """Map a decoded Hotmart 2.0.0 JSON body onto `Event`."""
+    """Map a decoded Hotmart 2.0.0 JSON body onto `Event`.
+
+    A top-level `hottok` (live 2.0 deliveries carry the token there too) is ingest's
+    business and is never read into the event, so it is never stored.
+    """
     if not isinstance(body, dict):
         raise MalformedEvent("(body)", "expected a JSON object")
-    event_id = _required_text(body, "id")
-    event_name = _required_text(body, "event").upper()
+    event_id = _required_text(body, "id", MAX_ID_CHARS)
+    event_name = _required_text(body, "event", MAX_WORD_CHARS).upper()
     data = as_object(body.get("data"))
     purchase = as_object(data.get("purchase"))
-    payment = as_object(purchase.get("payment"))
     country = as_object(get_field(purchase, "checkout_country"))
     raw_price = purchase.get("price")
-    # Usually {value, currency_value}; a bare number or numeric string is the value itself.
+    # Always {value, currency_value} in captures; a bare value is read too, at no cost.
     price = raw_price if isinstance(raw_price, dict) else {"value": raw_price}
-    currency = as_text(get_field(price, "currency_value") or get_field(price, "currency")).upper()
-    country_iso = as_text(country.get("iso")).upper()
+    # `currency` is in no capture; reading it as well is harmless.
+    currency = as_text(
+        get_field(price, "currency_value") or price.get("currency"), MAX_WORD_CHARS
+    ).upper()
     buyer = data.get("buyer")
+    sale = Purchase(
+        transaction=as_text(purchase.get("transaction"), MAX_ID_CHARS),
+        status=as_text(purchase.get("status"), MAX_WORD_CHARS),
+        order_date_ms=as_epoch_ms(get_field(purchase, "order_date")),
+        price=as_price(price.get("value")),
+        currency=currency,
+        country_iso=as_text(country.get("iso"), MAX_WORD_CHARS).upper(),
+        country_name=as_name(country.get("name")),
+    )
     return Event(
         id=event_id,
         event=event_name,
-        version=as_text(body.get("version")),
+        version=as_text(body.get("version"), MAX_WORD_CHARS),
         source="2.0.0",
         created_at_ms=as_epoch_ms(get_field(body, "creation_date")),
-        product=_product(as_object(data.get("product"))),
+        product=_product(data),
         affiliates=_affiliates(data.get("affiliates")),
         buyer=_buyer(buyer) if isinstance(buyer, dict) else None,
-        purchase=Purchase(
-            transaction=as_text(purchase.get("transaction")),
-            status=as_text(purchase.get("status")),
-            order_date_ms=as_epoch_ms(get_field(purchase, "order_date")),
-            price=as_decimal(price.get("value")),
-            currency=currency,
-            country_iso=country_iso,
-            country_name=as_text(country.get("name")),
-        ),
-        # With no checkout_country, the currency still tells OXXO (MXN) from Baloto (COP).
-        payment=_payment(payment, country_iso or _CURRENCY_COUNTRY.get(currency, "")),
+        purchase=sale,
+        payment=parse_payment(as_object(purchase.get("payment")), sale.buyer_country),
     )
 
 
 def parse_v1_postback(form: Mapping[str, str]) -> Event:
     """Map the older form-encoded postback onto `Event`."""
-    status = as_text(form.get("status")).lower()
+    status = as_text(form.get("status"), MAX_WORD_CHARS).lower()
     if not status:
         raise MalformedEvent("status", "missing; the v1 postback names its event in `status`")
     event_name = _V1_STATUS_EVENTS.get(status, f"PURCHASE_{status.upper()}")
-    transaction = as_text(form.get("transaction"))
+    transaction = as_text(form.get("transaction"), MAX_ID_CHARS)
     if not transaction:
-        raise MalformedEvent("transaction", "missing; a v1 postback needs it to be identified")
-    currency = as_text(form.get("currency")).upper()
-    country = _CURRENCY_COUNTRY.get(currency, "")
-    phone = as_text(form.get("phone_checkout_local_code")) + as_text(
-        form.get("phone_checkout_number")
-    )
-    payment = {
-        "type": form.get("payment_type"),
-        "billet_url": form.get("billet_url"),
-        "billet_barcode": form.get("billet_barcode"),
-        "pix_code": form.get("pix_code"),
-        "pix_qrcode": form.get("pix_qrcode"),
-        "pix_expiration_date": form.get("pix_expiration_date"),
-        "installments_number": form.get("installments_number"),
-    }
+        raise MalformedEvent(
+            "transaction",
+            f"missing or longer than {MAX_ID_CHARS} characters; a v1 postback is identified by it",
+        )
+    currency = as_text(form.get("currency"), MAX_WORD_CHARS).upper()
+    country = CURRENCY_COUNTRY.get(currency, "")
     return Event(
         # v1 has no event id: transaction + status is what Hotmart resends identically.
         id=f"v1:{transaction}:{status}",
         event=event_name,
         version="v1",
         source="v1",
-        product=Product(id=as_text(form.get("prod")), name=as_text(form.get("prod_name"))),
+        product=Product(id=as_id_text(form.get("prod")), name=as_name(form.get("prod_name"))),
         affiliates=_affiliates([{"affiliate_code": form.get("aff"), "name": form.get("aff_name")}]),
         buyer=_buyer(
-            {"email": form.get("email"), "name": form.get("name"), "checkout_phone": phone}
+            {
+                "email": form.get("email"),
+                "name": form.get("name"),
+                "checkout_phone_code": form.get("phone_checkout_local_code"),
+                "checkout_phone": form.get("phone_checkout_number"),
+            }
         ),
         purchase=Purchase(
             transaction=transaction,
             status=status.upper(),
-            price=as_decimal(form.get("price")),
+            order_date_ms=as_epoch_ms(form.get("purchase_date")),  # ISO 8601 in v1
+            price=as_price(form.get("price")),
             currency=currency,
             country_iso=country,
         ),
-        payment=_payment(payment, country),
+        # v1 names its payment fields as 2.0 does, except `payment_type`.
+        payment=parse_payment({**form, "type": form.get("payment_type")}, country),
     )
 
 
-def _payment(payment: Mapping[str, Any], country_iso: str) -> Payment:
-    kind = as_text(get_field(payment, "type")).upper()
-    named = as_text(get_field(payment, "method") or get_field(payment, "payment_method")).upper()
-    slip_url = as_text(get_field(payment, "billet_url")) or None
-    barcode = compact_code(as_text(get_field(payment, "billet_barcode")))
-    pix_code = as_text(get_field(payment, "pix_code")) or None
-    method = _slip_method(kind, named, country_iso, slip_url or "")
-    expires = as_epoch_ms(
-        get_field(payment, "pix_expiration_date")
-        or get_field(payment, "billet_expiration_date")
-        or get_field(payment, "expiration_date")
-        or get_field(payment, "due_date")
+def _product(data: Mapping[str, Any]) -> Product:
+    # SWITCH_PLAN and UPDATE_SUBSCRIPTION_CHARGE_DATE carry it under data.subscription.
+    product = as_object(data.get("product")) or as_object(
+        as_object(data.get("subscription")).get("product")
     )
-    return Payment(
-        type=kind,
-        method=method,
-        slip_url=slip_url,
-        slip_code=barcode,
-        pix_code=pix_code,
-        pix_qrcode=as_text(get_field(payment, "pix_qrcode")) or None,
-        expires_at_ms=expires,
-        installments=as_int(get_field(payment, "installments_number")),
-    )
-
-
-def _slip_method(kind: str, named: str, country_iso: str, slip_url: str) -> str | None:
-    if kind == "BILLET":
-        return "Boleto"
-    if kind == "PIX":
-        return "Pix"
-    if named in _NAMED_CASH_METHODS:
-        return _NAMED_CASH_METHODS[named]
-    if kind in _NAMED_CASH_METHODS:
-        return _NAMED_CASH_METHODS[kind]
-    if kind == "CASH_PAYMENT":
-        if country_iso == "MX":
-            return "OXXO"
-        if country_iso == "CO":
-            return "Efecty" if "efecty" in slip_url.lower() else "Baloto"
-        return "Cash"
-    return None
-
-
-def _product(product: Mapping[str, Any]) -> Product:
     return Product(
         id=as_id_text(product.get("id")),
-        ucode=as_text(product.get("ucode")),
-        name=as_text(product.get("name")),
+        ucode=as_text(product.get("ucode"), MAX_ID_CHARS),
+        name=as_name(product.get("name")),
     )
 
 
@@ -296,33 +250,50 @@ def _affiliates(value: Any) -> tuple[Affiliate, ...]:
     if not isinstance(value, list):
         return ()
     found = []
-    for item in value:
+    for item in value[:MAX_AFFILIATES]:
         if isinstance(item, dict):
-            code = as_text(get_field(item, "affiliate_code") or item.get("code")).strip()
-            found.append(Affiliate(code=code, name=as_text(item.get("name"))))
+            # A direct sale sends [{"affiliate_code": "", "name": ""}], an older test
+            # [{"name": ""}]: both keep an entry with an empty code, meaning "no affiliate".
+            # `code` is in no capture; reading it too costs nothing.
+            raw_code = get_field(item, "affiliate_code") or item.get("code")
+            found.append(Affiliate(code=as_id_text(raw_code), name=as_name(item.get("name"))))
     return tuple(found)
 
 
 def _buyer(buyer: Mapping[str, Any]) -> Buyer:
-    name = as_text(buyer.get("name"))
+    name = as_name(buyer.get("name"))
     if not name:
-        name = " ".join(
-            part
-            for part in (
-                as_text(get_field(buyer, "first_name")),
-                as_text(get_field(buyer, "last_name")),
-            )
-            if part
-        )
+        first = as_name(get_field(buyer, "first_name"))
+        last = as_name(get_field(buyer, "last_name"))
+        name = as_name(f"{first} {last}")
     return Buyer(
         name=name,
-        email=as_text(buyer.get("email")),
-        phone=as_text(get_field(buyer, "checkout_phone") or buyer.get("phone")),
+        email=as_text(buyer.get("email"), MAX_EMAIL_CHARS),
+        phone=_phone(
+            as_text(get_field(buyer, "checkout_phone_code"), MAX_PHONE_CHARS),
+            # `phone` is in no capture; reading it when checkout_phone is absent is harmless.
+            as_text(get_field(buyer, "checkout_phone") or buyer.get("phone"), MAX_PHONE_CHARS),
+        ),
     )
 
 
-def _required_text(body: Mapping[str, Any], key: str) -> str:
-    value = body.get(key)
-    if isinstance(value, bool) or not isinstance(value, str | int) or not str(value).strip():
-        raise MalformedEvent(key, "missing or empty")
-    return str(value).strip()
+def _phone(area_code: str, number: str) -> str:
+    """Join a Brazilian area code (DDD, two digits) to a local number of 8 or 9 digits.
+
+    International numbers carry their country code inside `checkout_phone`, and a
+    number that already holds its DDD is left alone, as is anything else odd (the
+    test button sends a nine-digit "area code").
+    """
+    digits = "".join(ch for ch in number if ch.isdigit())
+    local = not number.startswith("+") and len(digits) in (8, 9)
+    if local and len(area_code) == 2 and area_code.isascii() and area_code.isdigit():
+        return area_code + digits
+    return number
+
+
+def _required_text(body: Mapping[str, Any], key: str, max_chars: int) -> str:
+    """The field as text, or `MalformedEvent` saying exactly what is wrong with it."""
+    problem = text_problem(body.get(key), max_chars)
+    if problem:
+        raise MalformedEvent(key, problem)
+    return as_text(body.get(key), max_chars)

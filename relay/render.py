@@ -18,16 +18,7 @@ from html import escape as html_escape
 from pathlib import Path
 from typing import Any, NoReturn
 
-from jinja2 import (
-    BaseLoader,
-    ChoiceLoader,
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateNotFound,
-    TemplateSyntaxError,
-    select_autoescape,
-)
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader, TemplateNotFound, TemplateSyntaxError
 
 from relay.formatting import (
     LOCALES,
@@ -36,12 +27,16 @@ from relay.formatting import (
     format_amount,
     format_code,
     format_expiry,
+    format_phone,
     http_url,
     iso_utc,
     json_dumps,
     single_line,
 )
 from relay.hotmart import SLIP_EVENT, Affiliate, Buyer, Event, Payment, Product, Purchase
+from relay.hotmart_payment import NEUTRAL_METHODS
+from relay.sandbox import MAX_BODY_CHARS, MAX_SUBJECT_CHARS, join_bounded, make_environment
+from relay.sandbox import RenderError as RenderError
 
 _TEMPLATE_EXTENSIONS = ("txt", "html", "json")
 
@@ -77,10 +72,6 @@ class DestinationAlert:
     consecutive_failures: int
 
 
-class RenderError(Exception):
-    """A template is missing, broken, uses an unknown variable, or renders invalid JSON."""
-
-
 def default_templates_dir() -> Path:
     """Where the default templates are: inside the wheel, else at the source tree's top."""
     packaged = Path(__file__).parent / "templates"
@@ -97,24 +88,17 @@ class Templates:
         if override_dir is not None:
             self._folders.insert(0, override_dir)
         loaders: list[BaseLoader] = [FileSystemLoader(folder) for folder in self._folders]
-        # One environment per instance: Jinja caches each compiled template in it.
-        self._env = ImmutableSandboxedEnvironment(
-            loader=ChoiceLoader(loaders),
-            undefined=StrictUndefined,
-            autoescape=select_autoescape(enabled_extensions=("html",), default=False),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            # A missing optional value (no expiry, no Pix code) prints as nothing, not "None".
-            finalize=lambda value: "" if value is None else value,
-        )
-        self._env.filters.update(
-            format_code=format_code,
-            format_amount=format_amount,
-            format_expiry=format_expiry,
-            iso_utc=iso_utc,
-            http_url=http_url,
-            single_line=single_line,
+        self._env = make_environment(
+            ChoiceLoader(loaders),
+            {
+                "format_code": format_code,
+                "format_amount": format_amount,
+                "format_expiry": format_expiry,
+                "format_phone": format_phone,
+                "iso_utc": iso_utc,
+                "http_url": http_url,
+                "single_line": single_line,
+            },
         )
         # `tojson` then writes a Decimal price as an exact JSON number, and keeps UTF-8 readable.
         self._env.policies["json.dumps_function"] = json_dumps
@@ -127,7 +111,7 @@ class Templates:
         kind = "billet_printed" if n.event.event == SLIP_EVENT else "generic"
         base = f"{kind}.{n.locale}"
         context = _notification_context(n)
-        subject = single_line(self._render(f"{base}.subject.txt", context))
+        subject = single_line(self._render(f"{base}.subject.txt", context, MAX_SUBJECT_CHARS))
         tag = TEST_TAGS[n.locale]
         # Added here, not left to templates, so an override cannot make a test look real.
         if n.is_test and not subject.startswith(tag):
@@ -154,7 +138,7 @@ class Templates:
         context = asdict(alert)
         text = self._render("alert.txt", context)
         return RenderedEmail(
-            subject=single_line(self._render("alert.subject.txt", context)),
+            subject=single_line(self._render("alert.subject.txt", context, MAX_SUBJECT_CHARS)),
             text=text,
             html=f'<pre style="font-family: monospace">{html_escape(text)}</pre>\n',
         )
@@ -184,9 +168,12 @@ class Templates:
                     problems.append(str(exc))
         return problems
 
-    def _render(self, name: str, context: dict[str, Any]) -> str:
+    def _render(self, name: str, context: dict[str, Any], max_chars: int = MAX_BODY_CHARS) -> str:
+        """Render `name`, pulling its output piece by piece and stopping at `max_chars`."""
         try:
-            return self._env.get_template(name).render(context)
+            return join_bounded(self._env.get_template(name).generate(context), max_chars, name)
+        except RenderError:
+            raise
         except Exception as exc:
             # Templates are producer code: whatever goes wrong in one must name the file.
             raise RenderError(self._describe(name, exc)) from exc
@@ -236,6 +223,7 @@ class Templates:
 def _notification_context(n: Notification) -> dict[str, Any]:
     event = n.event
     payment = event.payment
+    country = event.purchase.buyer_country
     return {
         "event": event,
         "product": event.product,
@@ -248,11 +236,14 @@ def _notification_context(n: Notification) -> dict[str, Any]:
         "locale": n.locale,
         "is_test": n.is_test,
         "message_id": n.message_id,
-        "method": payment.method or "",
+        # The brand (Boleto, OXXO...); empty for a neutral name, which templates word
+        # in their own language ("Ficha de pago", "Guia de pagamento").
+        "method": "" if payment.method in NEUTRAL_METHODS else payment.method or "",
         "event_title": event_title(event.event, n.locale),
         "amount": format_amount(event.purchase.price, event.purchase.currency, n.locale),
         "formatted_code": format_code(payment.slip_code, payment.method),
-        "expires_at": format_expiry(payment.expires_at_ms),
+        "expires_at": format_expiry(payment.expires_at_ms, country, n.locale),
+        "buyer_phone": format_phone(event.buyer.phone, country) if event.buyer else "",
         "slip_link": http_url(payment.slip_url),
         "qr_link": http_url(payment.pix_qrcode),
     }

@@ -1,4 +1,8 @@
-"""Made-up slip events for `relay send-test`: realistic shape, obviously fake people."""
+"""Made-up slip events for `relay send-test`: realistic shape, obviously fake people.
+
+Shaped like what `relay.hotmart` makes of a real body (SPEC §2), so that a test shows
+the affiliate exactly what a real slip will: a 47-digit boleto, no invented expiry.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,8 @@ _BY_LOCALE = {
         Purchase(
             transaction="TEST-BOLETO", price=Decimal("97.00"), currency="BRL", country_iso="BR"
         ),
-        Buyer(
-            name="Comprador de Teste", email="comprador.teste@example.com", phone="+55 11 0000 0000"
-        ),
+        # As real bodies give it once parsed: the area code (DDD) joined to the number.
+        Buyer(name="Comprador de Teste", email="comprador.teste@example.com", phone="11900000000"),
     ),
     "es": (
         Payment(
@@ -53,5 +56,7 @@ def sample_slip_event(affiliate_code: str, affiliate_name: str, locale: str, now
         affiliates=(Affiliate(code=affiliate_code, name=affiliate_name),),
         buyer=buyer,
         purchase=purchase.model_copy(update={"status": "BILLET_PRINTED", "order_date_ms": now_ms}),
-        payment=payment.model_copy(update={"expires_at_ms": now_ms + 3 * 86_400_000}),
+        # No expiry: real boleto and OXXO slips carry none (only Pix codes do), and a
+        # test should not show the affiliate something a real slip never will.
+        payment=payment,
     )

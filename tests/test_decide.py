@@ -244,6 +244,47 @@ def test_test_button_with_credit_card_is_skipped_plainly() -> None:
     assert "test button" in decision.reason
     assert "CREDIT_CARD" in decision.reason
     assert decision.destination_key == "acme/Q58388177J/0"
+    # A producer's first click must read as the success it is.
+    assert decision.reason.startswith("Hotmart's test button: received fine.")
+    assert "failed" not in decision.reason
+
+
+@pytest.mark.parametrize("product_id", [0, "0", "00000"])
+def test_every_spelling_of_the_test_product_gets_the_plain_reason(product_id: Any) -> None:
+    config = producer(lucia(code="Q58388177J"))
+    event = event_from("test_button_billet_printed.json", product_id=product_id)
+    assert "received fine" in only(decide(config, event)).reason
+
+
+@pytest.mark.parametrize(
+    "fixture", ["billet_printed_financed_billet.json", "billet_printed_cash_co.json"]
+)
+def test_real_shaped_slips_of_every_type_are_delivered(fixture: str) -> None:
+    decision = only(decide(producer(lucia()), event_from(fixture, affiliates=[LUCIA])))
+    assert decision.outcome is Outcome.DELIVER
+
+
+@pytest.mark.parametrize("kind", ["CREDIT_CARD", "FINANCED_BILLET", "SOMETHING_NEW", ""])
+def test_a_slip_is_delivered_whatever_the_payment_type(kind: str) -> None:
+    payment = {"type": kind, "billet_url": "https://pay.hotmart.example/x/1"}
+    assert only(decide(producer(lucia()), event_from(payment=payment))).outcome is Outcome.DELIVER
+
+
+def test_an_affiliate_entry_without_a_code_is_a_direct_sale() -> None:
+    event = event_from("billet_printed_affiliate_without_code.json")
+    assert only(decide(producer(lucia()), event)).outcome is Outcome.IGNORED
+
+
+@pytest.mark.parametrize(
+    ("products", "outcome"), [([4116023], Outcome.DELIVER), ([3012345], Outcome.SKIPPED)]
+)
+def test_a_subscription_event_is_scoped_by_the_product_under_subscription(
+    products: list[int], outcome: Outcome
+) -> None:
+    body = load("switch_plan.json")
+    body["data"]["affiliates"] = [{"affiliate_code": LUCIA, "name": ""}]
+    config = producer(lucia(products=products, events=["SWITCH_PLAN"]))
+    assert only(decide(config, parse_json_event(body))).outcome is outcome
 
 
 def test_slip_event_without_slip_data_is_skipped() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,16 +11,21 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from relay import local_time
 from relay.formatting import (
+    TEST_TAGS,
     event_title,
     format_amount,
     format_code,
     format_expiry,
+    format_phone,
     http_url,
     iso_utc,
     single_line,
 )
 from relay.hotmart import Buyer, Event, parse_json_event, parse_v1_postback
+from relay.hotmart_payment import CASH_SLIP
+from relay.local_time import zone_for
 from relay.render import (
     DestinationAlert,
     Notification,
@@ -27,6 +33,7 @@ from relay.render import (
     Templates,
     default_templates_dir,
 )
+from relay.samples import sample_slip_event
 from tests.conftest import FIXTURES, WEBHOOK_BODY_KEYS, WEBHOOK_PAYMENT_KEYS
 
 LOCALES = ("es", "pt", "en")
@@ -63,7 +70,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "code": "34191.09669 36967.100540 89356.830003 5 10720000099700",
         "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997,00"},
         "buyer": "Ana Souza",
-        "contact": ("ana.souza@example.com", "11987654321"),
+        "contact": ("ana.souza@example.com", "+55 11 98765-4321"),
     },
     "billet_printed_pix": {
         "product": "Método Confeitaria Lucrativa",
@@ -72,7 +79,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "code": PIX_CODE,
         "amount": {"es": "BRL 997,00", "pt": "R$ 997,00", "en": "BRL 997,00"},
         "buyer": "Ana Souza",
-        "contact": ("ana.souza@example.com", "11987654321"),
+        "contact": ("ana.souza@example.com", "+55 11 98765-4321"),
     },
     "purchase_approved_oxxo": {
         "product": "Curso de Repostería Profesional",
@@ -167,7 +174,7 @@ def test_pix_email_shows_qr_link_code_verbatim_and_expiry(templates: Templates) 
     assert "Pix copia e cola" in email.text
     assert f"\n{PIX_CODE}\n" in email.text  # on its own line, unchanged, for copying
     assert "QR Code do Pix:\nhttps://pay.hotmart.example/pix/qr/HP0970394999.png" in email.text
-    assert "Vencimento: 2025-11-28 19:20 UTC" in email.text
+    assert "Vencimento: 28/11/2025 16:20 (horário de Brasília)" in email.text
     assert 'href="https://pay.hotmart.example/pix/qr/HP0970394999.png"' in email.html
 
 
@@ -235,7 +242,7 @@ def all_fixture_events() -> list[Event]:
 @pytest.mark.parametrize("locale", LOCALES)
 def test_every_fixture_renders_in_every_channel(templates: Templates, locale: str) -> None:
     events = all_fixture_events()
-    assert len(events) == 8
+    assert len(events) == 16
     for event in events:
         email = templates.email(notify(event, locale))
         assert event.product.name in email.subject
@@ -766,3 +773,146 @@ def test_filters_are_usable_from_overrides(tmp_path: Path, locale: str) -> None:
     text = Templates(tmp_path).email(notify(load("billet_printed_pix"), locale)).text
     amount = EXPECTED["billet_printed_pix"]["amount"][locale]
     assert text == f"{PIX_CODE}|{amount}|2025-11-28 19:20 UTC|2025-11-27T19:20:00Z"
+
+
+# --- what real bodies bring to the emails (issue 7 §1 and §4) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("country", "locale", "shown"),
+    [
+        ("BR", "pt", "28/11/2025 16:20 (horário de Brasília)"),
+        ("BR", "en", "2025-11-28 16:20 (Brasília time)"),
+        ("MX", "es", "28/11/2025 13:20 (hora de Ciudad de México)"),
+        ("MX", "pt", "28/11/2025 13:20 (horário de Cidade do México)"),
+        ("MX", "en", "2025-11-28 13:20 (Mexico City time)"),
+        ("CO", "es", "28/11/2025 14:20 (hora de Bogotá)"),
+        ("cl", "es", "28/11/2025 16:20 (hora de Santiago)"),  # Chile's summer time
+        ("ES", "es", "28/11/2025 20:20 (hora de Madrid)"),
+        ("US", "es", "28/11/2025 19:20 UTC"),  # several zones, none dominant: UTC, named
+        ("", "es", "28/11/2025 19:20 UTC"),
+        ("", "en", "2025-11-28 19:20 UTC"),
+        ("BR", "", "2025-11-28 16:20 (Brasília time)"),
+    ],
+)
+def test_expiry_is_shown_in_the_buyer_countrys_zone_named(
+    country: str, locale: str, shown: str
+) -> None:
+    assert format_expiry(1_764_357_600_000, country, locale) == shown
+
+
+def test_the_mexican_summer_time_is_gone_and_the_zone_data_knows() -> None:
+    # Mexico dropped summer time in 2022: July is UTC-6 too. A fixed offset table would
+    # have got one of these wrong; the IANA data gets both right.
+    july = int(datetime(2026, 7, 1, 18, tzinfo=UTC).timestamp() * 1000)
+    assert format_expiry(july, "MX", "es") == "01/07/2026 12:00 (hora de Ciudad de México)"
+
+
+def test_a_zone_this_machine_lacks_falls_back_to_utc_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert zone_for("Nowhere/Atlantis") is UTC
+    assert zone_for("../etc/passwd") is UTC
+    # Fault injection: Brazil's zone missing from this machine's data.
+    monkeypatch.setitem(local_time._COUNTRY_ZONES, "BR", ("Nowhere/Atlantis", "Brasília"))
+    assert format_expiry(1_764_357_600_000, "BR", "pt") == "28/11/2025 19:20 UTC"
+
+
+def test_the_email_expiry_uses_the_currency_when_the_country_is_empty(
+    templates: Templates,
+) -> None:
+    event = load("billet_printed_affiliate_without_code")  # checkout_country is {}, BRL
+    text = templates.email(notify(event, "pt")).text
+    assert "Vencimento: 29/11/2025 16:20 (horário de Brasília)" in text
+
+
+@pytest.mark.parametrize(
+    ("phone", "country", "shown"),
+    [
+        ("31991234567", "BR", "+55 31 99123-4567"),
+        ("1133334444", "BR", "+55 11 3333-4444"),
+        ("+5531991234567", "", "+55 31 99123-4567"),
+        ("5531991234567", "BR", "+55 31 99123-4567"),
+        ("+55 (31) 99123-4567", "MX", "+55 31 99123-4567"),
+        ("+52 55 1234 5678", "BR", "+52 55 1234 5678"),  # a Mexican number, as sent
+        ("5512345678", "MX", "5512345678"),
+        ("123", "BR", "123"),  # not a Brazilian shape: left for a person to read
+        ("", "BR", ""),
+        (None, "BR", ""),
+    ],
+)
+def test_format_phone(phone: str | None, country: str, shown: str) -> None:
+    assert format_phone(phone, country) == shown
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_a_brazilian_buyer_phone_is_formatted_in_emails_and_raw_in_the_webhook(
+    templates: Templates, locale: str
+) -> None:
+    event = load("billet_printed_financed_billet")
+    email = templates.email(notify(event, locale))
+    assert "+55 31 99123-4567" in email.text
+    assert "+55 31 99123-4567" in email.html
+    sent = json.loads(templates.webhook_body(notify(event, locale)))
+    assert sent["buyer"]["phone"] == "31991234567"  # area code joined, digits as sent
+
+
+def test_a_financed_billet_is_a_boleto(templates: Templates) -> None:
+    event = load("billet_printed_financed_billet")
+    email = templates.email(notify(event, "pt"))
+    assert email.subject == "Boleto gerado: Método Confeitaria Lucrativa"
+    assert "23793.38128 60008.234516 96001.234508 8 13240000019970" in email.text
+    assert json.loads(templates.webhook_body(notify(event)))["payment"] == {
+        "type": "FINANCED_BILLET",
+        "method": "Boleto",
+        "slip_url": "https://hotm.art/bHP1764271600321",
+        "slip_code": "23793381286000823451696001234508813240000019970",
+        "pix_code": None,
+        "pix_qrcode": None,
+        "expires_at": None,  # no boleto expiry exists in any body
+    }
+
+
+@pytest.mark.parametrize(
+    ("locale", "subject", "line"),
+    [
+        ("es", "Ficha de pago generada: ", "generó una ficha de pago para comprar"),
+        ("pt", "Guia de pagamento gerada: ", "gerou uma guia de pagamento para comprar"),
+        ("en", "Payment slip issued: ", "issued a payment slip to buy"),
+    ],
+)
+def test_a_slip_of_unsure_brand_is_worded_neutrally_in_each_language(
+    templates: Templates, locale: str, subject: str, line: str
+) -> None:
+    event = load("billet_printed_cash_co")
+    assert event.payment.method == CASH_SLIP
+    email = templates.email(notify(event, locale))
+    assert email.subject == subject + "Curso de Repostería Profesional"
+    assert line in email.text
+    assert CASH_SLIP not in email.text  # the English label is for machines
+    assert "https://pay.hotmart.example/slip/HP1764271700654" in email.text
+    sent = json.loads(templates.webhook_body(notify(event, locale)))
+    assert sent["payment"]["method"] == CASH_SLIP
+
+
+def test_the_pix_qr_link_and_table_values_can_break_on_a_narrow_screen(
+    templates: Templates,
+) -> None:
+    # A long unbroken link overflowed the card at 375 px (measured in Chromium: the page
+    # scrolled to 982 px; 375 px with these rules). The rules are what makes it fit.
+    html = templates.email(notify(load("billet_printed_pix"), "pt")).html
+    qr = html.index("QR Code do Pix")
+    assert "word-break:break-all;overflow-wrap:anywhere;" in html[qr - 80 : qr]
+    assert '<td style="vertical-align:top;overflow-wrap:anywhere;word-break:break-word;">' in html
+    assert "max-width:560px" in html
+    assert 'name="viewport" content="width=device-width' in html
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_send_test_samples_look_like_real_slips(templates: Templates, locale: str) -> None:
+    event = sample_slip_event("K1", "Ana", locale, 1_764_271_200_000)
+    assert event.payment.has_slip
+    assert event.payment.expires_at_ms is None  # real boleto and OXXO slips carry none
+    email = templates.email(notify(event, locale, is_test=True))
+    assert email.subject.startswith(TEST_TAGS[locale])
+    assert format_code(event.payment.slip_code, event.payment.method) in email.text
