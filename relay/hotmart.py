@@ -191,16 +191,13 @@ def parse_json_event(body: Any) -> Event:
 
 def parse_v1_postback(form: Mapping[str, str]) -> Event:
     """Map the older form-encoded postback onto `Event`."""
-    status = as_text(form.get("status"), MAX_WORD_CHARS).lower()
-    if not status:
-        raise MalformedEvent("status", "missing; the v1 postback names its event in `status`")
+    status = _required_text(
+        form, "status", MAX_WORD_CHARS, "the v1 postback names its event in `status`"
+    ).lower()
     event_name = _V1_STATUS_EVENTS.get(status, f"PURCHASE_{status.upper()}")
-    transaction = as_text(form.get("transaction"), MAX_ID_CHARS)
-    if not transaction:
-        raise MalformedEvent(
-            "transaction",
-            f"missing or longer than {MAX_ID_CHARS} characters; a v1 postback is identified by it",
-        )
+    transaction = _required_text(
+        form, "transaction", MAX_ID_CHARS, "a v1 postback is identified by it"
+    )
     currency = as_text(form.get("currency"), MAX_WORD_CHARS).upper()
     country = CURRENCY_COUNTRY.get(currency, "")
     return Event(
@@ -284,16 +281,16 @@ def _phone(area_code: str, number: str) -> str:
     number that already holds its DDD is left alone, as is anything else odd (the
     test button sends a nine-digit "area code").
     """
-    digits = "".join(ch for ch in number if ch.isdigit())
-    local = not number.startswith("+") and len(digits) in (8, 9)
+    digits = "".join(ch for ch in number if ch not in " -().")
+    local = digits.isascii() and digits.isdigit() and len(digits) in (8, 9)
     if local and len(area_code) == 2 and area_code.isascii() and area_code.isdigit():
         return area_code + digits
     return number
 
 
-def _required_text(body: Mapping[str, Any], key: str, max_chars: int) -> str:
+def _required_text(body: Mapping[str, Any], key: str, max_chars: int, why: str = "") -> str:
     """The field as text, or `MalformedEvent` saying exactly what is wrong with it."""
     problem = text_problem(body.get(key), max_chars)
     if problem:
-        raise MalformedEvent(key, problem)
+        raise MalformedEvent(key, f"{problem}; {why}" if why else problem)
     return as_text(body.get(key), max_chars)

@@ -453,6 +453,13 @@ def test_price_as_a_bare_value() -> None:
     assert event.purchase.currency == ""
 
 
+def test_price_currency_code_is_not_read() -> None:
+    # `currency_code` is the sales REST API's; no webhook carries it.
+    body = load("billet_printed_oxxo.json")
+    body["data"]["purchase"]["price"] = {"value": 1, "currency_code": "MXN"}
+    assert parse_json_event(body).purchase.currency == ""
+
+
 def test_currency_lower_case_and_alternative_key() -> None:
     body = load("billet_printed_oxxo.json")
     body["data"]["purchase"]["price"] = {"value": 1, "currency": "mxn"}
@@ -928,11 +935,13 @@ def test_a_boleto_barcode_is_47_digits_kept_as_sent() -> None:
     ("area_code", "number", "phone"),
     [
         ("31", "999999999", "31999999999"),  # DDD + mobile: joined
+        ("31", "99123-4567", "31991234567"),  # separators in the local number
         ("11", "33334444", "1133334444"),  # DDD + landline: joined
         ("11", "11987654321", "11987654321"),  # the number already holds its DDD
         (None, "+52 55 1234 5678", "+52 55 1234 5678"),  # international: as sent
         ("55", "+52 55 1234 5678", "+52 55 1234 5678"),
         ("999999999", "99999999900", "99999999900"),  # the test button's odd values
+        ("31", "9999²9999", "9999²9999"),  # not ASCII digits: left as sent
         ("31", None, ""),  # an area code alone is not a phone
         (None, None, ""),  # many checkouts send no phone at all
     ],
@@ -1030,6 +1039,20 @@ def test_v1_fixtures_of_real_statuses(name: str, event_name: str, has_slip: bool
     assert event.event == event_name
     assert event.payment.has_slip is has_slip
     assert event.purchase.order_date_ms == 1764272700000
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("status", "x" * (MAX_WORD_CHARS + 1), f"longer than {MAX_WORD_CHARS} characters"),
+        ("transaction", "  ", "empty; a v1 postback is identified by it"),
+    ],
+)
+def test_v1_required_fields_say_what_is_wrong(field: str, value: str, reason: str) -> None:
+    with pytest.raises(MalformedEvent) as caught:
+        parse_v1_postback(v1_form() | {field: value})
+    assert caught.value.field == field
+    assert caught.value.reason.startswith(reason)
 
 
 def test_v1_purchase_date_that_is_not_iso_is_unknown() -> None:
