@@ -16,19 +16,13 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from relay.channels.base import (
-    AttemptReport,
-    DeliveryError,
-    EmailMessageSpec,
-    PermanentError,
-    TransientError,
-    WebhookMessage,
-)
+from relay.channels.base import EmailMessageSpec, WebhookMessage
 from relay.channels.email import EmailChannel
 from relay.channels.webhook import WebhookChannel
 from relay.config import Config, WebhookDestination
 from relay.decide import Outcome, decide
 from relay.hotmart import Event
+from relay.outcomes import AttemptReport, DeliveryError, Fault, PermanentError, TransientError
 from relay.render import DestinationAlert, Notification, RenderError
 from relay.retry import next_retry
 from relay.runtime import Clock
@@ -84,7 +78,8 @@ class AttemptRunner:
             reason = f"internal error: {type(exc).__name__}"
             log.error("delivery %d: %s", delivery.id, reason)
             now_ms = self._clock.now_ms()
-            await self._record(delivery, now_ms, 0.0, "", AttemptReport(), TransientError(reason))
+            error = TransientError(reason, fault=Fault.OURS)
+            await self._record(delivery, now_ms, 0.0, "", AttemptReport(), error)
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         target = resolve_target(self._config, delivery)
@@ -154,7 +149,7 @@ class AttemptRunner:
                     )
                 rendered = templates.email(notification)
         except RenderError as exc:
-            raise PermanentError(f"template error: {exc}") from exc
+            raise PermanentError(f"template error: {exc}", fault=Fault.OURS) from exc
         return EmailMessageSpec(
             to=target.email_to,
             subject=rendered.subject,
@@ -220,7 +215,10 @@ class AttemptRunner:
     def _resolve(
         self, delivery: ClaimedDelivery, attempt_no: int, error: DeliveryError | None
     ) -> AttemptResolution:
-        counts = delivery.kind == DeliveryKind.NOTIFICATION  # tests and alerts don't judge health
+        # Tests and alerts don't judge health; nor does a fault of ours or of the event.
+        counts = delivery.kind == DeliveryKind.NOTIFICATION and (
+            error is None or error.counts_against_destination
+        )
         if error is None:
             health = HealthEffect.SUCCESS if counts else HealthEffect.NONE
             return AttemptResolution(DeliveryStatus.DELIVERED, None, "", health)

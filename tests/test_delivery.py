@@ -389,3 +389,43 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     assert (row.status, row.attempts) == ("failed", 5)
     assert "internal error: ValidationError" in row.last_error
     assert "maria.gonzalez" not in caplog.text
+
+
+async def test_a_malformed_slip_url_never_disables_a_healthy_destination(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    """Defect 5: the event's fault is recorded, but it is not the destination's."""
+    recorder, port, sink = peers
+    raw = wired_config(tmp_path, port, sink, disable_after_failures=1)
+    client = await relay_client(build_config(raw, tmp_path))
+    payload = fixture_json("billet_printed_oxxo.json")
+    payload["data"]["purchase"]["payment"]["billet_url"] = "https://pay.hotmart.example[/x"
+    assert (await post_json(client, payload)).status == 200
+    await wait_until(lambda: settled(client))
+    health = await runtime_of(client).store.destination_health()
+    for key in ("acme/K12345678M/0", "acme/K12345678M/1"):
+        assert key not in health or (health[key].enabled, health[key].consecutive_failures) == (
+            True,
+            0,
+        )
+    assert recorder.to("ops@acme.example") == []  # nobody was told it was disabled
+
+
+async def test_our_template_error_is_recorded_without_touching_destination_health(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    overrides = tmp_path / "broken-templates"
+    overrides.mkdir()
+    (overrides / "webhook.json").write_text("{ this is not json", encoding="utf-8")
+    raw = wired_config(tmp_path, port, sink, disable_after_failures=1)
+    raw["producers"][0]["templates_dir"] = str(overrides)
+    client = await relay_client(build_config(raw, tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert row.status == "failed" and "template error" in row.last_error
+    assert sink.at("/K12345678M") == []
+    health = await runtime_of(client).store.destination_health()
+    assert "acme/K12345678M/1" not in health or health["acme/K12345678M/1"].enabled
+    assert recorder.to("ops@acme.example") == []

@@ -179,7 +179,9 @@ def parse_retry_after_s(value: str, *, now_s: float) -> float | None:
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    # ASCII only: "²".isdigit() is True yet float() refuses it, and float() reads "١٢"
+    # (Arabic-Indic digits), which no HTTP sender means as delta-seconds.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
