@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 # Said where a stored text was cut to its bound, so nobody mistakes it for the whole.
 CUT_MARK = "\n[cut: the rest was not kept]"
@@ -96,3 +97,18 @@ def clip_utf8(text: str, max_bytes: int, *, cut: bool = False) -> str:
     # Cutting inside a multi-byte character leaves half of it: drop that half.
     kept = encoded[:room].decode("utf-8", errors="ignore")
     return kept + CUT_MARK
+
+
+class WithheldMessage(Exception):
+    """Stands in for an exception in a log record: its traceback, without its text.
+
+    An exception's message can quote what it choked on, and here that may be buyer data
+    (pydantic quotes the input value). The frames say where the bug is; the type says
+    what it was; the text stays out of the logs whatever formatter prints them.
+    """
+
+
+def loggable(exc: BaseException) -> tuple[type[BaseException], BaseException, Any]:
+    """`exc_info` for `exc` with its message withheld (see `WithheldMessage`)."""
+    stand_in = WithheldMessage(f"{type(exc).__module__}.{type(exc).__qualname__}")
+    return WithheldMessage, stand_in.with_traceback(exc.__traceback__), exc.__traceback__
