@@ -44,7 +44,11 @@ def bounds_of(config: Config) -> AttemptBounds:
 
 @asynccontextmanager
 async def open_service(
-    config: Config, *, clock: Clock | None = None, owner: str = SERVE_LEASE_OWNER
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    owner: str = SERVE_LEASE_OWNER,
+    bounds: AttemptBounds | None = None,
 ) -> AsyncIterator[Service]:
     """Store, channels, templates and a dispatcher (not yet running) whose leases `owner`
     holds: "serve", or a CLI's own name when it sends with no server running."""
@@ -52,18 +56,26 @@ async def open_service(
     async with open_store(config) as store:
         runtime = Runtime(config=config, store=store, readiness=Readiness(store), clock=clock)
         async with open_engine(
-            config, store, clock=clock, wakeup=runtime.wakeup, owner=owner
+            config, store, clock=clock, wakeup=runtime.wakeup, owner=owner, bounds=bounds
         ) as dispatcher:
             yield Service(runtime=runtime, dispatcher=dispatcher, store=store)
 
 
 @asynccontextmanager
 async def open_engine(
-    config: Config, store: SqliteStore, *, clock: Clock, wakeup: asyncio.Event, owner: str
+    config: Config,
+    store: SqliteStore,
+    *,
+    clock: Clock,
+    wakeup: asyncio.Event,
+    owner: str,
+    bounds: AttemptBounds | None = None,
 ) -> AsyncIterator[Dispatcher]:
-    """Channels, templates and the attempt runner over an open store, and a dispatcher."""
+    """Channels, templates and the attempt runner over an open store, and a dispatcher.
+
+    `bounds` defaults to those the config implies (`bounds_of`)."""
     templates = TemplateSet(config)  # one Jinja environment per override folder
-    bounds = bounds_of(config)
+    bounds = bounds or bounds_of(config)
     async with (
         open_email_channel(
             config.email, base_dir=config.base_dir, timeout_s=config.delivery.timeout_s

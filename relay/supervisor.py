@@ -43,15 +43,16 @@ class Supervisor:
         name: str,
         body: Callable[[], Awaitable[None]],
         *,
-        backoff_min_s: float = RESTART_BACKOFF_MIN_S,
-        backoff_max_s: float = RESTART_BACKOFF_MAX_S,
+        backoff_min_s: float | None = None,
+        backoff_max_s: float | None = None,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._body = body
-        self._backoff_min_s = backoff_min_s
-        self._backoff_max_s = backoff_max_s
+        # Read here, not bound as defaults, so a test can shorten them for a whole service.
+        self._backoff_min_s = RESTART_BACKOFF_MIN_S if backoff_min_s is None else backoff_min_s
+        self._backoff_max_s = RESTART_BACKOFF_MAX_S if backoff_max_s is None else backoff_max_s
         self._sleep = sleep
         self._monotonic = monotonic
         self.state = TaskState.STARTING

@@ -121,7 +121,7 @@ class SqliteStore:
         deadline = self._deadline() if deadline is None else deadline
         with self._writes.watching():
             try:
-                result = await self.run(lambda c: transaction(c, work, durable, deadline))
+                result, wrote = await self.run(lambda c: transaction(c, work, durable, deadline))
             except ItemFailed:
                 raise  # one item of a batch: the store itself works
             except sqlite3.Error as exc:
@@ -129,7 +129,8 @@ class SqliteStore:
                     raise StoreRejected(rejection(exc)) from exc
                 self._writes.failed(failure_kind(exc))
                 raise StoreUnavailable(f"sqlite: {exc}") from exc
-            self._writes.worked()
+            if wrote:  # only a write that wrote proves the store can write
+                self._writes.worked()
             return result
 
     def write_health(self) -> WriteHealth:

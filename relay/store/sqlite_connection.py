@@ -138,8 +138,12 @@ def transaction(
     work: Callable[[sqlite3.Connection], T],
     durable: bool,
     deadline: float,
-) -> T:
-    """Run `work` in one BEGIN IMMEDIATE ... COMMIT, rolled back if anything fails."""
+) -> tuple[T, bool]:
+    """Run `work` in one BEGIN IMMEDIATE ... COMMIT, rolled back if anything fails.
+
+    Also say whether it wrote anything: a transaction that changed nothing commits even
+    on a full disk, so only one that wrote proves the store can write.
+    """
     # Wait for another process's lock only as long as the oldest caller has left.
     conn.execute(f"PRAGMA busy_timeout = {max(0, int((deadline - time.monotonic()) * 1000))}")
     # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
@@ -148,11 +152,13 @@ def transaction(
     # id, which at-least-once already allows. The next FULL commit syncs it anyway.
     conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
     conn.execute("BEGIN IMMEDIATE")
+    changes_before = conn.total_changes
     try:
         result = work(conn)
+        wrote = conn.total_changes > changes_before
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return result
+    return result, wrote
