@@ -397,6 +397,10 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     assert (row.status, row.attempts) == ("failed", 5)
     assert "internal error: ValidationError" in row.last_error
     assert "maria.gonzalez" not in caplog.text
+    # Defect 10: the bug can be found: its traceback is logged (without its message).
+    logged = [r for r in caplog.records if "internal error (ValidationError)" in r.getMessage()]
+    assert logged and all(r.exc_info for r in logged)
+    assert "model_validate_json" in caplog.text
 
 
 async def test_a_malformed_slip_url_never_disables_a_healthy_destination(
