@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
@@ -374,3 +375,42 @@ async def test_next_due_does_not_scan_the_backlog(store: SqliteStore) -> None:
     due, hundreds_of_steps = await store.run(count_steps)
     assert due == 13  # the first lease to run out comes before the first unleased row (14)
     assert hundreds_of_steps * 100 < backlog  # a handful of rows read, not the backlog
+
+
+async def test_group_commit_writes_again_without_each_bad_item() -> None:
+    """The unit: a write that names a bad item by position; the rest are written."""
+    writes: list[list[str]] = []
+
+    async def write(items: Sequence[str]) -> list[str]:
+        writes.append(list(items))
+        for index, item in enumerate(items):
+            if item.startswith("bad"):
+                raise ItemFailed(index, ValueError(item))
+        return [item.upper() for item in items]
+
+    commit: GroupCommit[str, str] = GroupCommit(write)
+    async with commit.running():
+        results = await asyncio.gather(
+            *(commit.submit(i) for i in ("a", "bad1", "b", "bad2", "c")), return_exceptions=True
+        )
+    assert [str(r) for r in results] == ["A", "bad1", "B", "bad2", "C"]
+    assert [type(r) for r in results[1::2]] == [ValueError, ValueError]
+    assert writes == [
+        ["a", "bad1", "b", "bad2", "c"],
+        ["a", "b", "bad2", "c"],
+        ["a", "b", "c"],
+    ]
+
+
+async def test_group_commit_fails_every_caller_when_the_store_fails() -> None:
+    async def write(items: Sequence[str]) -> list[str]:
+        if len(items) > 1:
+            raise StoreUnavailable("locked")
+        raise ItemFailed(7, ValueError("no such item"))  # a bug: names no item of the batch
+
+    commit: GroupCommit[str, str] = GroupCommit(write)
+    async with commit.running():
+        both = await asyncio.gather(commit.submit("a"), commit.submit("b"), return_exceptions=True)
+        alone = await asyncio.gather(commit.submit("c"), return_exceptions=True)
+    assert [type(r) for r in both] == [StoreUnavailable, StoreUnavailable]
+    assert [type(r) for r in alone] == [ValueError]

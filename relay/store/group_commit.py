@@ -78,6 +78,9 @@ class GroupCommit(Generic[Item, Result]):
                 _fail(batch, RuntimeError("store closed during commit"))
                 raise
             except ItemFailed as failed:
+                if not 0 <= failed.index < len(batch):  # a bug in the write: blame no one item
+                    _fail(batch, failed.error)
+                    return
                 # That item alone hears of it; the rest are written again without it.
                 _, future = batch.pop(failed.index)
                 _fail([(None, future)], failed.error)
