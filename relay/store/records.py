@@ -90,8 +90,8 @@ class ClaimedDelivery:
     attempts: int  # made before this one
     replayed_after: int  # attempts made before the last replay; the schedule counts from here
     payload_json: str
-    hotmart_id: str = ""  # the event's id at Hotmart, for logs that follow one event
-    lease_token: str = ""  # this claim's fence: outcome writes present it
+    hotmart_id: str  # the event's id at Hotmart, for logs that follow one event
+    lease_token: str  # this claim's fence: outcome writes present it
 
 
 @dataclass(frozen=True)
