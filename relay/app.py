@@ -25,15 +25,26 @@ def make_app(
             app[RUNTIME] = runtime
             yield
 
+    async def draining(app: web.Application) -> None:
+        # Shutdown has begun: say so at once, before attempts in flight are drained.
+        if RUNTIME in app:
+            app[RUNTIME].readiness.draining = True
+
     app.cleanup_ctx.append(runtime_ctx)
+    app.on_shutdown.append(draining)
     app.router.add_post(ingest_path, handle_hotmart_post)
-    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/livez", handle_livez)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/healthz", handle_readyz)  # the name older setups probe
     return app
 
 
-async def handle_healthz(request: web.Request) -> web.Response:
-    try:
-        await request.app[RUNTIME].store.ping()
-    except Exception as exc:  # any failure to answer means unhealthy
-        return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
+async def handle_livez(request: web.Request) -> web.Response:
+    """The process answers: nothing more is checked, so a busy store never fails it."""
     return web.json_response({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Can this relay accept and deliver? From state only: it never waits on the store."""
+    ready, body = request.app[RUNTIME].readiness.report()
+    return web.json_response(body, status=200 if ready else 503)

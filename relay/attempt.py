@@ -2,8 +2,11 @@
 
 The privacy gate is checked again here, against the config in force at send time,
 so a producer who revokes `buyer_data` stops even the deliveries already queued.
-The outcome write is shielded from cancellation: an attempt that happened is always
-recorded, even while the relay is shutting down.
+Each attempt is bounded as a whole (`AttemptBounds.budget_s`), and its lease is
+derived from that bound, so a lease never runs out while its attempt runs. The
+outcome write is fenced by the claim's lease token and shielded from cancellation:
+an attempt that happened is always recorded, even while the relay is shutting down,
+unless its lease was taken over, and then it is never recorded twice.
 """
 
 from __future__ import annotations
@@ -16,34 +19,35 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from relay.channels.base import (
-    AttemptReport,
-    DeliveryError,
-    EmailMessageSpec,
-    PermanentError,
-    TransientError,
-    WebhookMessage,
+from relay.attempt_outcome import (
+    Sent,
+    Unsent,
+    alert_event,
+    attempt_record,
+    check_size,
+    iso_utc_ms,
+    outcome_word,
+    refusal_now,
+    resolve,
 )
+from relay.channels.base import EmailMessageSpec, WebhookMessage
 from relay.channels.email import EmailChannel
 from relay.channels.webhook import WebhookChannel
 from relay.config import Config, WebhookDestination
-from relay.decide import Outcome, decide
 from relay.hotmart import Event
-from relay.render import DestinationAlert, Notification, RenderError
-from relay.retry import next_retry
-from relay.runtime import Clock
-from relay.store import Store, StoreUnavailable
-from relay.store.records import (
-    AttemptRecord,
-    AttemptResolution,
-    ClaimedDelivery,
-    DeliveryKind,
-    DeliveryStatus,
-    HealthEffect,
-    NewDelivery,
-    NewEvent,
+from relay.outcomes import (
+    AttemptReport,
+    DeliveryError,
+    Fault,
+    PermanentError,
+    TransientError,
+    loggable,
 )
-from relay.targets import ALERT_KEY_PREFIX, Target, TemplateSet, resolve_target
+from relay.render import DestinationAlert, Notification, RenderError
+from relay.runtime import Clock
+from relay.store import Store, StoreRejected, StoreUnavailable
+from relay.store.records import ClaimedDelivery, DeliveryKind, DeliveryStatus, HealthEffect
+from relay.targets import Target, TemplateSet, resolve_target
 
 log = logging.getLogger("relay.attempt")
 T = TypeVar("T")
@@ -55,6 +59,15 @@ class Channels:
     webhook: WebhookChannel
 
 
+@dataclass
+class _Progress:
+    """How far an attempt got, for the record if its budget runs out mid-way."""
+
+    started_at_ms: int
+    started: float  # time.perf_counter()
+    payload: str = ""
+
+
 class AttemptRunner:
     def __init__(
         self,
@@ -63,6 +76,8 @@ class AttemptRunner:
         channels: Channels,
         templates: TemplateSet,
         clock: Clock,
+        *,
+        budget_s: float,
         rng: random.Random | None = None,
     ) -> None:
         self._config = config
@@ -70,45 +85,71 @@ class AttemptRunner:
         self._channels = channels
         self._templates = templates
         self._clock = clock
+        self._budget_s = budget_s
         self._rng = rng or random.Random()
 
-    async def attempt(self, delivery: ClaimedDelivery) -> None:
-        """Make one attempt and record it. A bug of ours counts as a failed attempt, so
-        its retries stay bounded by the schedule instead of looping on lease expiry."""
+    async def attempt(self, delivery: ClaimedDelivery) -> DeliveryStatus | None:
+        """Make one attempt within the budget and record it; return where the delivery
+        went, or None if nothing was recorded (the fence refused it, or the store).
+
+        A bug of ours counts as a failed attempt, so its retries stay bounded by the
+        schedule instead of looping on lease expiry.
+        """
         try:
-            await self._attempt(delivery)
+            result = await self._bounded(delivery)
+            if isinstance(result, Unsent):
+                return await self._finish_unsent(delivery, result)
+            return await self._record(delivery, result)
+        except StoreRejected as exc:
+            # The store marked the row failed with the reason: it will not come back.
+            log.error("delivery %d: attempt not recorded, delivery failed: %s", delivery.id, exc)
+            return DeliveryStatus.FAILED
         except StoreUnavailable:
             raise  # not recorded: the lease runs out and the attempt is made again
-        except Exception as exc:
-            # Only the type: an exception's text can quote the payload, i.e. buyer data.
-            reason = f"internal error: {type(exc).__name__}"
-            log.error("delivery %d: %s", delivery.id, reason)
-            now_ms = self._clock.now_ms()
-            await self._record(delivery, now_ms, 0.0, "", AttemptReport(), TransientError(reason))
 
-    async def _attempt(self, delivery: ClaimedDelivery) -> None:
+    async def _bounded(self, delivery: ClaimedDelivery) -> Sent | Unsent:
+        progress = _Progress(self._clock.now_ms(), time.perf_counter())
+        budget = asyncio.timeout(self._budget_s)
+        try:
+            async with budget:
+                return await self._attempt(delivery, progress)
+        except TimeoutError:
+            if not budget.expired():
+                raise
+            reason = f"attempt ran over its {self._budget_s:g}s budget"
+            error: DeliveryError = TransientError(reason)  # time spent waiting on the receiver
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # The traceback, so the bug can be found; never the exception's text, which
+            # may quote the payload, i.e. buyer data.
+            name = type(exc).__name__
+            log.error("delivery %d: internal error (%s)", delivery.id, name, exc_info=loggable(exc))
+            error = TransientError(f"internal error: {name}", fault=Fault.OURS)
+        latency_ms = (time.perf_counter() - progress.started) * 1000
+        return Sent(progress.started_at_ms, latency_ms, progress.payload, AttemptReport(), error)
+
+    async def _attempt(self, delivery: ClaimedDelivery, progress: _Progress) -> Sent | Unsent:
         target = resolve_target(self._config, delivery)
         if isinstance(target, str):  # the config no longer names this destination
-            await self._finish_unsent(delivery, DeliveryStatus.FAILED, target)
-            return
+            return Unsent(DeliveryStatus.FAILED, target)
         event = Event.model_validate_json(delivery.payload_json)
         if delivery.kind == DeliveryKind.NOTIFICATION:
-            refusal = _refusal_now(target, event, delivery.destination_key)
+            refusal = refusal_now(target, event, delivery.destination_key)
             if refusal is not None:
-                await self._finish_unsent(delivery, *refusal)
-                return
-        started_at_ms = self._clock.now_ms()
-        started = time.perf_counter()
-        payload = ""
+                return refusal
+        progress.started_at_ms = self._clock.now_ms()
+        progress.started = time.perf_counter()
         error: DeliveryError | None = None
         try:
             outgoing = self._render(delivery, target, event, await self._alert_context(target))
-            payload = outgoing.payload
+            progress.payload = outgoing.payload
+            check_size(outgoing)
             report = await self._send(outgoing)
         except DeliveryError as failure:
             error, report = failure, failure.report
-        latency_ms = report.latency_ms or (time.perf_counter() - started) * 1000
-        await self._record(delivery, started_at_ms, latency_ms, payload, report, error)
+        latency_ms = report.latency_ms or (time.perf_counter() - progress.started) * 1000
+        return Sent(progress.started_at_ms, latency_ms, progress.payload, report, error)
 
     async def _alert_context(self, target: Target) -> DestinationAlert | None:
         if not target.alerted_key:
@@ -154,7 +195,7 @@ class AttemptRunner:
                     )
                 rendered = templates.email(notification)
         except RenderError as exc:
-            raise PermanentError(f"template error: {exc}") from exc
+            raise PermanentError(f"template error: {exc}", fault=Fault.OURS) from exc
         return EmailMessageSpec(
             to=target.email_to,
             subject=rendered.subject,
@@ -168,129 +209,70 @@ class AttemptRunner:
             return await self._channels.webhook.send(outgoing, now_s=self._clock.now_ms() / 1000)
         return await self._channels.email.send(outgoing)
 
-    async def _record(
-        self,
-        delivery: ClaimedDelivery,
-        started_at_ms: int,
-        latency_ms: float,
-        payload: str,
-        report: AttemptReport,
-        error: DeliveryError | None,
-    ) -> None:
+    async def _record(self, delivery: ClaimedDelivery, sent: Sent) -> DeliveryStatus | None:
         attempt_no = delivery.attempts + 1
-        resolution = self._resolve(delivery, attempt_no, error)
-        attempt = AttemptRecord(
-            delivery_id=delivery.id,
-            attempt_no=attempt_no,
-            started_at_ms=started_at_ms,
-            latency_ms=round(latency_ms, 3),
-            outcome="success"
-            if error is None
-            else ("permanent" if isinstance(error, PermanentError) else "transient"),
-            status_code=report.status_code,
-            response_excerpt=report.response_excerpt,
-            response_headers=report.response_headers,
-            request_payload=payload,
-            detail=error.reason if error else report.detail,
-        )
+        now_ms = self._clock.now_ms()
+        retry_delays_s = self._config.delivery.retry_delays_s
+        resolution = resolve(delivery, attempt_no, sent.error, retry_delays_s, now_ms, self._rng)
         alert = None
         if resolution.health in (HealthEffect.FAILED, HealthEffect.GONE):
-            alert = self._alert_for(delivery)
+            alert = alert_event(self._config, delivery, now_ms)
         write = self._store.record_attempt(
-            attempt,
+            attempt_record(delivery.id, attempt_no, sent),
             resolution,
             delivery.destination_key,
             self._config.delivery.disable_after_failures,
             alert,
-            self._clock.now_ms(),
+            now_ms,
+            lease_token=delivery.lease_token,
         )
         change = await _shielded(write)
+        if not change.recorded:
+            log.warning(
+                "event %s delivery %d attempt %d: outcome not recorded, its lease was taken over",
+                delivery.hotmart_id,
+                delivery.id,
+                attempt_no,
+            )
+            return None
+        status_code = sent.report.status_code
+        retry_at = resolution.next_attempt_at_ms
         log.info(
-            "delivery %d attempt %d: %s%s",
+            "event %s delivery %d to %s attempt %d: %s, status %s%s",
+            delivery.hotmart_id,
             delivery.id,
+            delivery.destination_key,
             attempt_no,
-            resolution.status.value,
-            f" ({report.status_code})" if report.status_code else "",
+            outcome_word(resolution.status),
+            "-" if status_code is None else status_code,
+            "" if retry_at is None else f", next retry at {iso_utc_ms(retry_at)}",
         )
         if change.disabled_now:
             log.warning(
                 "destination %s disabled: %s", delivery.destination_key, resolution.last_error
             )
-
-    def _resolve(
-        self, delivery: ClaimedDelivery, attempt_no: int, error: DeliveryError | None
-    ) -> AttemptResolution:
-        counts = delivery.kind == DeliveryKind.NOTIFICATION  # tests and alerts don't judge health
-        if error is None:
-            health = HealthEffect.SUCCESS if counts else HealthEffect.NONE
-            return AttemptResolution(DeliveryStatus.DELIVERED, None, "", health)
-        decision = next_retry(
-            attempt_no - delivery.replayed_after,
-            self._config.delivery.retry_delays_s,
-            error,
-            self._rng,
-        )
-        if not decision.give_up:
-            due_ms = self._clock.now_ms() + int(decision.delay_s * 1000)
-            health = HealthEffect.RETRYING if counts else HealthEffect.NONE
-            return AttemptResolution(DeliveryStatus.PENDING, due_ms, error.reason, health)
-        gone = isinstance(error, PermanentError) and error.disable_destination
-        health = (
-            (HealthEffect.GONE if gone else HealthEffect.FAILED) if counts else HealthEffect.NONE
-        )
-        return AttemptResolution(DeliveryStatus.FAILED, None, decision.reason, health)
-
-    def _alert_for(self, delivery: ClaimedDelivery) -> NewEvent | None:
-        producer = self._config.producer(delivery.producer_id)
-        if producer is None or not producer.alert_email:
-            return None
-        now_ms = self._clock.now_ms()
-        alert_key = f"{ALERT_KEY_PREFIX}{delivery.destination_key}"
-        return NewEvent(
-            producer_id=producer.id,
-            hotmart_id=f"alert:{delivery.destination_key}:{now_ms}",
-            event_name="DESTINATION_DISABLED",
-            source="relay",
-            transaction_code="",
-            product_id="",
-            payload_json=Event(id=alert_key, event="DESTINATION_DISABLED").model_dump_json(),
-            deliveries=(
-                NewDelivery(
-                    status=DeliveryStatus.PENDING,
-                    reason=f"destination {delivery.destination_key} was disabled",
-                    message_id=f"msg_alert_{delivery.id}_{now_ms}",
-                    destination_key=alert_key,
-                    channel="email",
-                    kind=DeliveryKind.ALERT,
-                ),
-            ),
-        )
+        return resolution.status
 
     async def _finish_unsent(
-        self, delivery: ClaimedDelivery, status: DeliveryStatus, reason: str
-    ) -> None:
+        self, delivery: ClaimedDelivery, unsent: Unsent
+    ) -> DeliveryStatus | None:
         write = self._store.resolve_without_attempt(
-            delivery.id, status, reason, self._clock.now_ms()
+            delivery.id,
+            unsent.status,
+            unsent.reason,
+            self._clock.now_ms(),
+            lease_token=delivery.lease_token,
         )
-        await _shielded(write)
-        log.info("delivery %d not sent: %s", delivery.id, status.value)
-
-
-def _refusal_now(
-    target: Target, event: Event, destination_key: str
-) -> tuple[DeliveryStatus, str] | None:
-    """The privacy gate again, under the config in force now; None means: send."""
-    verdict = next(
-        (d for d in decide(target.producer, event) if d.destination_key == destination_key), None
-    )
-    if verdict is None:
-        return DeliveryStatus.WITHHELD, "at send time: affiliate no longer named"
-    if verdict.outcome == Outcome.DELIVER:
-        return None
-    status = (
-        DeliveryStatus.WITHHELD if verdict.outcome == Outcome.WITHHELD else DeliveryStatus.SKIPPED
-    )
-    return status, f"at send time: {verdict.reason}"
+        if not await _shielded(write):
+            log.warning("delivery %d: not sent, and its lease was taken over", delivery.id)
+            return None
+        log.info(
+            "event %s delivery %d not sent: %s",
+            delivery.hotmart_id,
+            delivery.id,
+            unsent.status.value,
+        )
+        return unsent.status
 
 
 async def _shielded(write: Coroutine[Any, Any, T]) -> T:

@@ -4,6 +4,11 @@ The loop waits on one event: ingest sets it after a commit, a finished attempt s
 it, stopping sets it; otherwise it sleeps until the next due retry. Claims are
 leases, so a crash hands the rows back on restart (at-least-once). Modelled on
 procrastinate's worker: stop flag, bounded concurrency, shielded outcome writes.
+
+At most one attempt of a delivery is in flight at any moment: a row this dispatcher
+has in flight is never claimed again (its id is excluded from every claim, even
+past its lease), a lease outlasts the attempt that holds it, and an outcome write
+counts only while its lease token is the row's.
 """
 
 from __future__ import annotations
@@ -11,14 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from relay.attempt import AttemptRunner
 from relay.config import DeliveryConfig
 from relay.runtime import Clock
 from relay.store import Store, StoreUnavailable
-from relay.store.records import ClaimedDelivery
+from relay.store.records import SERVE_LEASE_OWNER, ClaimedDelivery, DeliveryStatus
 
 log = logging.getLogger("relay.dispatch")
 
@@ -26,11 +30,10 @@ STORE_RETRY_MIN_S = 0.1  # after a store error, first retry soon (a lock is usua
 STORE_RETRY_MAX_S = 10.0  # ...then back off so a broken disk is not hammered
 # Due but not claimable with nothing in flight: only a race with another process's claim.
 UNCLAIMABLE_RECHECK_S = 0.05
-
-
-def lease_s(delivery: DeliveryConfig) -> float:
-    """Long enough to cover one attempt (timeout plus pool waits), short enough to recover."""
-    return 3 * delivery.timeout_s + 30.0
+# A burst (a CLI replay with no server running) waits for a retry due this soon, so a
+# receiver's brief hiccup or a Retry-After of seconds is ridden out; one due later is
+# left to the server's dispatcher.
+BURST_RETRY_HORIZON_S = 5.0
 
 
 class Dispatcher:
@@ -41,30 +44,41 @@ class Dispatcher:
         delivery: DeliveryConfig,
         clock: Clock,
         wakeup: asyncio.Event,
+        *,
+        lease_s: float,
+        owner: str = SERVE_LEASE_OWNER,
     ) -> None:
         self._store = store
         self._runner = runner
         self._delivery = delivery
         self._clock = clock
         self._wakeup = wakeup
+        self._lease_s = lease_s  # from AttemptBounds: longer than any attempt holding it
+        self._owner = owner
         self._stopping = False
-        self._in_flight: dict[int, asyncio.Task[None]] = {}
-        self._per_destination: Counter[str] = Counter()
+        self._leases_released = False
+        self._in_flight: dict[int, asyncio.Task[DeliveryStatus | None]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     async def run(self) -> None:
         """Serve until `stop()`: claim what fits, then sleep until there is a reason to look.
 
         One store round trip per wake-up both claims and learns when the next retry is
-        due; a finishing attempt, a commit in ingest or that due time wakes us.
+        due; a finishing attempt, a commit in ingest or that due time wakes us. Attempts
+        in flight outlive this loop: if it fails and is restarted, they go on.
         """
-        released = False
         backoff_s = STORE_RETRY_MIN_S
         while not self._stopping:
             self._wakeup.clear()
             try:
-                if not released:
-                    await self._store.release_all_leases()
-                    released = True
+                if not self._leases_released:
+                    # Once per process, not per restart of this loop: our own attempts
+                    # in flight must keep their leases.
+                    await self._store.release_leases(self._owner)
+                    self._leases_released = True
                 _, next_due_ms = await self._claim_and_start(only_ids=None)
                 backoff_s = STORE_RETRY_MIN_S
             except StoreUnavailable as exc:
@@ -83,19 +97,26 @@ class Dispatcher:
     ) -> None:
         """Attempt what is due now (or just `only_ids`) until nothing is due or in flight.
 
-        How the CLI replays and sends tests. A retry scheduled minutes out is left to the
-        server; with millisecond delays (tests) this runs a delivery to its end.
+        How the CLI replays and sends tests when no server runs. A retry due within
+        BURST_RETRY_HORIZON_S is waited for and made; one scheduled later is left to
+        the server. `on_done(1)` is called as each delivery settles.
         """
         while True:
-            started, _ = await self._claim_and_start(only_ids=only_ids)
+            self._wakeup.clear()  # so the wait for a due retry below really waits
+            started, next_due_ms = await self._claim_and_start(only_ids=only_ids)
             if not started and not self._in_flight:
-                return
+                wait_s = None if next_due_ms is None else self._until_due_s(next_due_ms)
+                if wait_s is None or wait_s > BURST_RETRY_HORIZON_S:
+                    return
+                await self._sleep(max(wait_s, 0.0))
+                continue
             done, _ = await asyncio.wait(
                 list(self._in_flight.values()), return_when=asyncio.FIRST_COMPLETED
             )
             if on_done is not None:
-                for _ in done:
-                    on_done(1)
+                settled = sum(1 for task in done if _settled(task))
+                if settled:
+                    on_done(settled)
 
     def stop(self) -> None:
         self._stopping = True
@@ -127,29 +148,30 @@ class Dispatcher:
         if free <= 0:
             return 0, None  # a finishing attempt wakes us
         now_ms = self._clock.now_ms()
-        lease_until_ms = now_ms + int(lease_s(self._delivery) * 1000)
         claim = await self._store.claim_due(
             now_ms,
-            lease_until_ms,
+            now_ms + int(self._lease_s * 1000),
             free,
             self._delivery.per_destination_concurrency,
-            self._per_destination,
-            only_ids,
+            exclude_ids=list(self._in_flight),
+            only_ids=only_ids,
+            owner=self._owner,
         )
+        for unreadable in claim.unreadable:
+            log.error("delivery %d failed without an attempt: %s", unreadable.id, unreadable.reason)
         for delivery in claim.deliveries:
             self._start(delivery)
         return len(claim.deliveries), claim.next_due_at_ms
 
     def _start(self, delivery: ClaimedDelivery) -> None:
-        self._per_destination[delivery.destination_key] += 1
+        if delivery.id in self._in_flight:  # the store excludes these; never start a second
+            log.error("delivery %d was claimed while in flight; not started again", delivery.id)
+            return
         task = asyncio.create_task(self._runner.attempt(delivery), name=f"delivery-{delivery.id}")
         self._in_flight[delivery.id] = task
 
-        def finished(task: asyncio.Task[None]) -> None:
+        def finished(task: asyncio.Task[DeliveryStatus | None]) -> None:
             self._in_flight.pop(delivery.id, None)
-            self._per_destination[delivery.destination_key] -= 1
-            if self._per_destination[delivery.destination_key] <= 0:
-                del self._per_destination[delivery.destination_key]
             if not task.cancelled() and task.exception() is not None:
                 # The type only: the text could quote buyer data. The lease brings it back.
                 error = type(task.exception()).__name__
@@ -157,6 +179,9 @@ class Dispatcher:
             self._wakeup.set()  # a slot is free
 
         task.add_done_callback(finished)
+
+    def _until_due_s(self, due_ms: int) -> float:
+        return (due_ms - self._clock.now_ms()) / 1000
 
     def _idle_timeout_s(self, next_due_ms: int | None) -> float | None:
         """How long to sleep when no wake-up comes; None: until one does.
@@ -166,13 +191,20 @@ class Dispatcher:
         """
         if next_due_ms is None:
             return None
-        until_due_s = (next_due_ms - self._clock.now_ms()) / 1000
+        until_due_s = self._until_due_s(next_due_ms)
         if until_due_s > 0:
             return until_due_s
         if self._in_flight:
-            return None  # due rows wait for a slot: a finishing attempt wakes us
+            return None  # due rows wait for a slot (or are ours): a finishing attempt wakes us
         return UNCLAIMABLE_RECHECK_S
 
     async def _sleep(self, timeout_s: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+
+
+def _settled(task: asyncio.Task[DeliveryStatus | None]) -> bool:
+    """The attempt left its delivery in a final state (not waiting for a retry)."""
+    if task.cancelled() or task.exception() is not None:
+        return False
+    return task.result() not in (None, DeliveryStatus.PENDING)

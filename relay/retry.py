@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from relay.channels.base import DeliveryError, PermanentError, TransientError
+from relay.outcomes import DeliveryError, PermanentError, TransientError
 
 JITTER_FRACTION = 0.2  # ±20% spreads a burst of failures so retries don't stampede
 # A receiver's Retry-After is honoured up to this; beyond it we keep our own schedule's pace.

@@ -1,4 +1,4 @@
-"""What a running relay holds: config, store, clock and the dispatcher's wake-up call.
+"""What a running relay holds: config, store, readiness, clock and the dispatcher's wake-up.
 
 Built once by `relay.app` and handed down explicitly; handlers reach it through the
 typed `RUNTIME` app key, never through globals.
@@ -14,6 +14,7 @@ from typing import Protocol
 from aiohttp import web
 
 from relay.config import Config
+from relay.readiness import Readiness
 from relay.store import Store
 
 
@@ -30,6 +31,7 @@ class SystemClock:
 class Runtime:
     config: Config
     store: Store
+    readiness: Readiness
     clock: Clock = field(default_factory=SystemClock)
     # Set when ingest commits something to send; the dispatcher waits on it.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)

@@ -15,12 +15,16 @@ from pathlib import Path
 
 from relay.app import make_app
 from relay.attempt import AttemptRunner, Channels
+from relay.attempt_outcome import AttemptBounds, attempt_bounds
 from relay.channels.email import open_email_channel
 from relay.channels.webhook import open_webhook_channel
 from relay.config import Config
 from relay.dispatch import Dispatcher
+from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
 from relay.runtime import Clock, Runtime, SystemClock
+from relay.store.records import SERVE_LEASE_OWNER
 from relay.store.sqlite import SqliteStore, open_sqlite_store
+from relay.supervisor import Supervisor, supervised
 from relay.targets import TemplateSet
 
 log = logging.getLogger("relay.service")
@@ -34,13 +38,45 @@ class Service:
     store: SqliteStore
 
 
+def bounds_of(config: Config) -> AttemptBounds:
+    return attempt_bounds(config.delivery, config.storage.busy_timeout_s)
+
+
 @asynccontextmanager
-async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Service]:
-    """Store, channels, templates and a dispatcher (not yet running)."""
+async def open_service(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    owner: str = SERVE_LEASE_OWNER,
+    bounds: AttemptBounds | None = None,
+) -> AsyncIterator[Service]:
+    """Store, channels, templates and a dispatcher (not yet running) whose leases `owner`
+    holds: "serve", or a CLI's own name when it sends with no server running."""
     clock = clock or SystemClock()
+    async with open_store(config) as store:
+        runtime = Runtime(config=config, store=store, readiness=Readiness(store), clock=clock)
+        async with open_engine(
+            config, store, clock=clock, wakeup=runtime.wakeup, owner=owner, bounds=bounds
+        ) as dispatcher:
+            yield Service(runtime=runtime, dispatcher=dispatcher, store=store)
+
+
+@asynccontextmanager
+async def open_engine(
+    config: Config,
+    store: SqliteStore,
+    *,
+    clock: Clock,
+    wakeup: asyncio.Event,
+    owner: str,
+    bounds: AttemptBounds | None = None,
+) -> AsyncIterator[Dispatcher]:
+    """Channels, templates and the attempt runner over an open store, and a dispatcher.
+
+    `bounds` defaults to those the config implies (`bounds_of`)."""
     templates = TemplateSet(config)  # one Jinja environment per override folder
+    bounds = bounds or bounds_of(config)
     async with (
-        open_store(config) as store,
         open_email_channel(
             config.email, base_dir=config.base_dir, timeout_s=config.delivery.timeout_s
         ) as email,
@@ -50,10 +86,11 @@ async def open_service(config: Config, *, clock: Clock | None = None) -> AsyncIt
             allow_private_networks=config.delivery.allow_private_networks,
         ) as webhook,
     ):
-        runtime = Runtime(config=config, store=store, clock=clock)
-        runner = AttemptRunner(config, store, Channels(email, webhook), templates, clock)
-        dispatcher = Dispatcher(store, runner, config.delivery, clock, runtime.wakeup)
-        yield Service(runtime=runtime, dispatcher=dispatcher, store=store)
+        channels = Channels(email, webhook)
+        runner = AttemptRunner(config, store, channels, templates, clock, budget_s=bounds.budget_s)
+        yield Dispatcher(
+            store, runner, config.delivery, clock, wakeup, lease_s=bounds.lease_s, owner=owner
+        )
 
 
 def open_store(config: Config) -> AbstractAsyncContextManager[SqliteStore]:
@@ -65,27 +102,37 @@ def open_store(config: Config) -> AbstractAsyncContextManager[SqliteStore]:
 
 @asynccontextmanager
 async def running_service(
-    config: Config, *, clock: Clock | None = None, wake_on_signal: bool = False
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    wake_on_signal: bool = False,
+    probe_interval_s: float = PROBE_INTERVAL_S,
 ) -> AsyncIterator[Runtime]:
-    """`open_service` with its dispatcher running; stopping drains attempts in flight.
+    """`open_service` with its dispatcher and write probe running, each supervised;
+    stopping drains attempts in flight.
 
     With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
     process tells the server that due times changed, so the server never has to poll.
     """
     async with open_service(config, clock=clock) as service:
-        task = asyncio.create_task(service.dispatcher.run(), name="dispatcher")
-        loop = asyncio.get_running_loop()
-        if wake_on_signal:
-            loop.add_signal_handler(WAKE_SIGNAL, service.runtime.wake_dispatcher)
-        try:
-            yield service.runtime
-        finally:
+        runtime = service.runtime
+        dispatcher = Supervisor("dispatcher", service.dispatcher.run)
+        probe = Supervisor(
+            "write probe",
+            lambda: probe_writes(service.store, runtime.clock.now_ms, probe_interval_s),
+        )
+        runtime.readiness.dispatcher = dispatcher
+        async with supervised(dispatcher), supervised(probe):
+            loop = asyncio.get_running_loop()
             if wake_on_signal:
-                loop.remove_signal_handler(WAKE_SIGNAL)
-            await service.dispatcher.drain(config.delivery.shutdown_grace_s)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+                loop.add_signal_handler(WAKE_SIGNAL, runtime.wake_dispatcher)
+            try:
+                yield runtime
+            finally:
+                if wake_on_signal:
+                    loop.remove_signal_handler(WAKE_SIGNAL)
+                runtime.readiness.draining = True
+                await service.dispatcher.drain(config.delivery.shutdown_grace_s)
 
 
 def _lock_path(db_path: Path) -> Path:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from standardwebhooks import Webhook
 
+from relay.attempt_outcome import (
+    MAX_OUTGOING_BYTES,
+    MAX_STORED_PAYLOAD_BYTES,
+    MAX_STORED_RESPONSE_BYTES,
+)
+from relay.outcomes import CUT_MARK
 from relay.store.records import HistoryFilter
 from tests.conftest import (
     SECRET,
@@ -389,3 +397,116 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     assert (row.status, row.attempts) == ("failed", 5)
     assert "internal error: ValidationError" in row.last_error
     assert "maria.gonzalez" not in caplog.text
+    # Defect 10: the bug can be found: its traceback is logged (without its message).
+    logged = [r for r in caplog.records if "internal error (ValidationError)" in r.getMessage()]
+    assert logged and all(r.exc_info for r in logged)
+    assert "model_validate_json" in caplog.text
+
+
+async def test_a_malformed_slip_url_never_disables_a_healthy_destination(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    """Defect 5: the event's fault is recorded, but it is not the destination's."""
+    recorder, port, sink = peers
+    raw = wired_config(tmp_path, port, sink, disable_after_failures=1)
+    client = await relay_client(build_config(raw, tmp_path))
+    payload = fixture_json("billet_printed_oxxo.json")
+    payload["data"]["purchase"]["payment"]["billet_url"] = "https://pay.hotmart.example[/x"
+    assert (await post_json(client, payload)).status == 200
+    await wait_until(lambda: settled(client))
+    health = await runtime_of(client).store.destination_health()
+    for key in ("acme/K12345678M/0", "acme/K12345678M/1"):
+        assert key not in health or (health[key].enabled, health[key].consecutive_failures) == (
+            True,
+            0,
+        )
+    assert recorder.to("ops@acme.example") == []  # nobody was told it was disabled
+
+
+async def settled_with_webhook_template(
+    relay_client: Any, peers: Any, tmp_path: Path, template: str
+) -> Any:
+    """Serve with acme's webhook.json overridden by `template` and destinations disabled
+    after one failed delivery; post the OXXO slip; return the client once settled."""
+    recorder, port, sink = peers
+    overrides = tmp_path / "override-templates"
+    overrides.mkdir()
+    (overrides / "webhook.json").write_text(template, encoding="utf-8")
+    raw = wired_config(tmp_path, port, sink, disable_after_failures=1)
+    raw["producers"][0]["templates_dir"] = str(overrides)
+    client = await relay_client(build_config(raw, tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    assert sink.at("/K12345678M") == []  # nothing was sent...
+    health = await runtime_of(client).store.destination_health()
+    assert "acme/K12345678M/1" not in health or health["acme/K12345678M/1"].enabled
+    assert recorder.to("ops@acme.example") == []  # ...and it cost the destination nothing
+    return client
+
+
+async def test_our_template_error_is_recorded_without_touching_destination_health(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    client = await settled_with_webhook_template(
+        relay_client, peers, tmp_path, "{ this is not json"
+    )
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert row.status == "failed" and "template error" in row.last_error
+
+
+async def test_a_render_over_the_bound_is_never_sent_and_costs_the_destination_nothing(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    """Defect 1: no input may make one request body, or one stored attempt, unbounded."""
+    huge = MAX_OUTGOING_BYTES + 1
+    client = await settled_with_webhook_template(
+        relay_client, peers, tmp_path, f'{{"pad": "{{{{ "x" * {huge} }}}}"}}'
+    )
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    assert (row.status, row.attempts) == ("failed", 1)  # ours, permanent: no retries
+    assert f"over the {MAX_OUTGOING_BYTES}-byte bound" in row.last_error
+    detail = await runtime_of(client).store.delivery(row.id)
+    assert detail is not None
+    (kept,) = detail.attempts
+    assert len(kept.request_payload.encode()) <= MAX_STORED_PAYLOAD_BYTES
+    assert kept.request_payload.endswith(CUT_MARK)
+
+
+async def test_a_huge_response_is_kept_cut_and_marked(
+    relay_client: Any, peers: Any, tmp_path: Path
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", lambda request: web.Response(status=500, text="e" * 200_000))
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    detail = await runtime_of(client).store.delivery(row.id)
+    assert detail is not None
+    first = detail.attempts[0]
+    assert first.status_code == 500
+    assert len(first.response_excerpt.encode()) <= MAX_STORED_RESPONSE_BYTES
+    assert first.response_excerpt.startswith("eeee") and first.response_excerpt.endswith(CUT_MARK)
+    assert not detail.attempts[-1].response_excerpt.endswith(CUT_MARK)  # the short "ok"
+
+
+async def test_attempt_lines_let_an_event_be_followed_without_buyer_data(
+    relay_client: Any, peers: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder, port, sink = peers
+    sink.on("/K12345678M", status(503, {"Retry-After": "0"}), status(200))
+    client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
+    caplog.set_level(logging.INFO)
+    payload = fixture_json("billet_printed_oxxo.json")
+    await post_json(client, payload)
+    await wait_until(lambda: settled(client))
+    (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
+    lines = [r.getMessage() for r in caplog.records if r.name == "relay.attempt"]
+    prefix = f"event {payload['id']} delivery {row.id} to acme/K12345678M/1"
+    retrying = [line for line in lines if line.startswith(f"{prefix} attempt 1:")]
+    assert len(retrying) == 1
+    assert "retrying, status 503, next retry at 20" in retrying[0]
+    assert f"{prefix} attempt 2: delivered, status 200" in lines
+    logged = "\n".join(lines)
+    for pii in ("maria.gonzalez", "María", "Gonz", "+52"):
+        assert pii not in logged

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from relay.channels.base import PermanentError, TransientError
+from relay.channels.webhook import parse_retry_after_s
+from relay.outcomes import PermanentError, TransientError
 from relay.retry import JITTER_FRACTION, RETRY_AFTER_CAP_S, next_retry
 
 SCHEDULE = (60.0, 300.0, 1800.0, 7200.0)
@@ -66,3 +67,13 @@ def test_retries_always_stop_and_are_never_skipped() -> None:
             assert decision.delay_s > 0 or schedule[attempts - 1] == 0  # a real, future retry
             assert attempts < 1000
         assert attempts == len(schedule) + 1  # every scheduled retry happened, then stop
+
+
+@pytest.mark.parametrize("value", ["²", "٣", "\uff11\uff12", "7²", "⁷"])
+def test_retry_after_with_non_ascii_digits_is_unusable_not_a_crash(value: str) -> None:
+    """`"²".isdigit()` is True but `float("²")` raises: only ASCII delta-seconds count."""
+    assert parse_retry_after_s(value, now_s=0.0) is None
+
+
+def test_retry_after_is_honoured_from_a_real_header_value() -> None:
+    assert parse_retry_after_s(" 12 ", now_s=0.0) == 12.0

@@ -68,10 +68,11 @@ class WebhookChannel:
             async with self._session.post(
                 url, data=message.body, headers=headers, allow_redirects=False
             ) as response:
-                excerpt = await _read_excerpt(response)
+                excerpt, cut = await _read_excerpt(response)
                 report = AttemptReport(
                     status_code=response.status,
                     response_excerpt=excerpt,
+                    response_cut=cut,
                     response_headers=_headers_of_note(response.headers),
                     latency_ms=_elapsed_ms(started),
                     detail=f"{response.status} {response.reason or ''}".rstrip(),
@@ -179,7 +180,9 @@ def parse_retry_after_s(value: str, *, now_s: float) -> float | None:
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    # ASCII only: "²".isdigit() is True yet float() refuses it, and float() reads "١٢"
+    # (Arabic-Indic digits), which no HTTP sender means as delta-seconds.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -190,7 +193,8 @@ def parse_retry_after_s(value: str, *, now_s: float) -> float | None:
     return max(0.0, when.timestamp() - now_s)
 
 
-async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
+async def _read_excerpt(response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    """The start of the body, and whether the receiver sent more than that."""
     # Read no more than the history keeps: a huge or endless body costs nothing.
     raw = bytearray()
     while len(raw) < MAX_RESPONSE_EXCERPT_BYTES:
@@ -198,9 +202,11 @@ async def _read_excerpt(response: aiohttp.ClientResponse) -> str:
         if not chunk:
             break
         raw += chunk
+    cut = len(raw) >= MAX_RESPONSE_EXCERPT_BYTES and not response.content.at_eof()
     text = bytes(raw).decode(_codec(response.charset), errors="replace")
     # Re-encoding replacement characters can grow the text; keep the byte bound.
-    return text.encode("utf-8")[:MAX_RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="ignore")
+    excerpt = text.encode("utf-8")[:MAX_RESPONSE_EXCERPT_BYTES].decode("utf-8", errors="ignore")
+    return excerpt, cut
 
 
 def _codec(charset: str | None) -> str:

@@ -6,10 +6,11 @@ one. Callers pass epoch milliseconds in, so clocks stay injectable.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from relay.store.records import (
+    SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
     Claim,
@@ -21,6 +22,7 @@ from relay.store.records import (
     HistoryFilter,
     IngestResult,
     NewEvent,
+    WriteHealth,
 )
 
 
@@ -28,8 +30,19 @@ class StoreUnavailable(Exception):
     """The store could not commit; ingest answers 503 so Hotmart sends again."""
 
 
+class StoreRejected(StoreUnavailable):
+    """This one item cannot be written (the store works: the rest of its batch was)."""
+
+
 class Store(Protocol):
-    async def ping(self) -> None: ...
+    def write_health(self) -> WriteHealth:
+        """The last write's outcome and how long a write has been waiting: state only,
+        answered at once, so readiness never waits behind a lock."""
+        ...
+
+    async def probe_write(self, now_ms: int) -> None:
+        """A tiny durable write, so readiness learns that writes work (again)."""
+        ...
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:
         """Commit the event and all its decision rows in one transaction, or raise."""
@@ -41,16 +54,23 @@ class Store(Protocol):
         lease_until_ms: int,
         limit: int,
         per_destination: int,
-        in_flight: Mapping[str, int] | None = None,
+        *,
+        exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
+        owner: str = SERVE_LEASE_OWNER,
     ) -> Claim:
-        """Lease up to `limit` due deliveries, oldest first, at most `per_destination`
-        in flight per destination counting `in_flight`; in the same round trip, say
-        when the next pending row not leased falls due."""
+        """Lease up to `limit` due deliveries to `owner`, oldest first, under one new
+        fencing token; in the same round trip, say when the next pending row not leased
+        falls due (among `only_ids`, when given).
+
+        `exclude_ids` are the caller's rows in flight: never claimed again, even past
+        their lease, and counted against their destination's `per_destination` slots.
+        Rows that cannot be read are failed here and listed in `Claim.unreadable`.
+        """
         ...
 
-    async def release_all_leases(self) -> int:
-        """After a crash: every lease belongs to a dead process (single-instance store)."""
+    async def release_leases(self, owner: str) -> int:
+        """At a serve start: hand back the leases `owner` held (that process is dead)."""
         ...
 
     async def record_attempt(
@@ -61,25 +81,49 @@ class Store(Protocol):
         disable_after_failures: int,
         alert: NewEvent | None,
         now_ms: int,
+        *,
+        lease_token: str,
     ) -> HealthChange:
         """Write the attempt, move the delivery on, update health; one transaction.
 
-        `alert` (an event carrying one alert delivery) is inserted only if this very
-        transaction disables the destination, so the producer hears of it exactly once.
+        Only while the row still holds `lease_token`: otherwise nothing is written and
+        `recorded` is False. `alert` (an event carrying one alert delivery) is inserted
+        only if this very transaction disables the destination, so the producer hears
+        of it exactly once. An outcome that cannot be stored raises StoreRejected, after
+        its delivery is marked failed with the reason (so it is not claimed forever).
         """
         ...
 
     async def resolve_without_attempt(
-        self, delivery_id: int, status: DeliveryStatus, reason: str, now_ms: int
-    ) -> None:
-        """Finish a claimed delivery that was never sent (privacy re-check, config gone)."""
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        reason: str,
+        now_ms: int,
+        *,
+        lease_token: str,
+    ) -> bool:
+        """Finish a claimed delivery that was never sent (privacy re-check, config gone);
+        False if the row no longer holds `lease_token`."""
         ...
 
     async def history(self, query: HistoryFilter) -> list[DeliveryRow]: ...
 
     async def delivery(self, delivery_id: int) -> DeliveryDetail | None: ...
 
-    async def requeue(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]: ...
+    async def requeue(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]:
+        """Make these due now with a fresh schedule; return those taken. A row in flight
+        (its lease live) is refused: see `leased`."""
+        ...
+
+    async def leased(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]:
+        """Those of these rows in flight now: their lease is live."""
+        ...
+
+    async def settled_since_replay(self, delivery_ids: Sequence[int]) -> list[int]:
+        """Those of these rows whose outcome is known since they were queued: final, or
+        attempted since (a retry may be due). How a CLI waits for the server's attempt."""
+        ...
 
     async def delivery_ids_of_event(self, event_row_id: int) -> list[int]: ...
 

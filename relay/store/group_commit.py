@@ -3,6 +3,10 @@
 Callers `submit` an item and await its own result. One writer task takes whatever
 has queued while the previous batch was committing, so under load batches grow by
 themselves and when idle a lone item is written at once, with no timer.
+
+One bad item must not fail its neighbours: a write that finds item N cannot be written
+raises `ItemFailed(N, error)`; that item alone gets the error and the batch is written
+again without it. Any other failure (the store as a whole) fails every caller.
 """
 
 from __future__ import annotations
@@ -15,6 +19,15 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 MAX_BATCH = 256  # bounds one transaction's duration, and so the wait of the next batch
+
+
+class ItemFailed(Exception):
+    """Item `index` of a batch cannot be written; `error` is what its caller hears."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(f"batch item {index}: {type(error).__name__}")
+        self.index = index
+        self.error = error
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -58,18 +71,30 @@ class GroupCommit(Generic[Item, Result]):
                 await self._write_batch(batch)
 
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
-        try:
-            results = await self._write([item for item, _ in batch])
-        except asyncio.CancelledError:
-            for _, future in batch:
+        while batch:
+            try:
+                results = await self._write([item for item, _ in batch])
+            except asyncio.CancelledError:
+                _fail(batch, RuntimeError("store closed during commit"))
+                raise
+            except ItemFailed as failed:
+                if not 0 <= failed.index < len(batch):  # a bug in the write: blame no one item
+                    _fail(batch, failed.error)
+                    return
+                # That item alone hears of it; the rest are written again without it.
+                _, future = batch.pop(failed.index)
+                _fail([(None, future)], failed.error)
+                continue
+            except Exception as exc:  # the store itself: every caller hears it (503)
+                _fail(batch, exc)
+                return
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
-                    future.set_exception(RuntimeError("store closed during commit"))
-            raise
-        except Exception as exc:  # every caller hears the failure and answers 503
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+                    future.set_result(result)
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+
+
+def _fail(batch: Sequence[tuple[object, asyncio.Future[Result]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)

@@ -21,6 +21,20 @@ class DeliveryKind(StrEnum):
     ALERT = "alert"  # destination disabled: email to the producer
 
 
+class Channel(StrEnum):
+    EMAIL = "email"
+    WEBHOOK = "webhook"
+
+
+# Who holds a lease. A serve start releases what an earlier serve held (the single-instance
+# lock proves it dead); a CLI replay's leases run out by time, as it may still be running.
+SERVE_LEASE_OWNER = "serve"
+
+
+def cli_lease_owner(pid: int) -> str:
+    return f"cli:{pid}"
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """One decision row to insert with its event."""
@@ -70,12 +84,23 @@ class ClaimedDelivery:
     producer_id: str
     affiliate_code: str
     destination_key: str
-    channel: str
+    channel: Channel
     event_name: str
     message_id: str
     attempts: int  # made before this one
     replayed_after: int  # attempts made before the last replay; the schedule counts from here
     payload_json: str
+    hotmart_id: str  # the event's id at Hotmart, for logs that follow one event
+    lease_token: str  # this claim's fence: outcome writes present it
+
+
+@dataclass(frozen=True)
+class UnreadableRow:
+    """A due row the claim could not read (unknown kind or channel, payload not JSON):
+    failed inside the claim with `reason`, so it can never stop the dispatcher."""
+
+    id: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -84,6 +109,7 @@ class Claim:
 
     deliveries: list[ClaimedDelivery]
     next_due_at_ms: int | None
+    unreadable: list[UnreadableRow] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -133,8 +159,12 @@ class DestinationHealth:
 
 @dataclass(frozen=True)
 class HealthChange:
+    """What an outcome write did. `recorded` is False when the fence refused it: the row
+    no longer held the writer's lease, so nothing was written."""
+
     disabled_now: bool
     consecutive_failures: int
+    recorded: bool = True
 
 
 @dataclass(frozen=True)
@@ -187,3 +217,11 @@ class DeliveryDetail:
     delivery: DeliveryRow
     event_payload_json: str
     attempts: list[AttemptRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WriteHealth:
+    """What readiness knows of the store's writes, read from state without waiting on it."""
+
+    last_failure: str | None  # None: the last write to finish worked; else e.g. "disk full"
+    stuck_for_s: float  # how long the oldest write still in progress has waited; 0 if none

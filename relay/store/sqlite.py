@@ -2,28 +2,33 @@
 
 Every operation runs as one plain function on aiosqlite's worker thread: one hop per
 transaction instead of one per statement (DESIGN.md measured the hops as costly as
-the commit). Concurrent ingests are group-committed: whoever arrives while a batch is
-being written rides in the next one, so one fsync serves many events.
+the commit; `sqlite_connection` says how, on public API). Concurrent ingests and
+attempt outcomes are group-committed: whoever arrives while a batch is being written
+rides in the next one, so one fsync serves many.
+
+No write waits on another process's lock for longer than `busy_timeout` from when its
+caller asked, even queued behind other writes on the one thread: each transaction's
+busy wait is what is left of its oldest caller's deadline (issue 6, defect 9).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
+import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
 
-from relay.store import StoreUnavailable
-from relay.store.group_commit import GroupCommit
-from relay.store.queries import load_migrations
+from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.records import (
+    SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
     AttemptRow,
@@ -36,15 +41,29 @@ from relay.store.records import (
     HistoryFilter,
     IngestResult,
     NewEvent,
+    WriteHealth,
+)
+from relay.store.sqlite_connection import (
+    UnitConnection,
+    connect,
+    create_private,
+    failure_kind,
+    is_store_fault,
+    prepare,
+    run_unit,
+    transaction,
 )
 from relay.store.sqlite_statements import (
     SQL_DIR,
     Outcome,
     Q,
-    claimed_delivery,
     insert_event,
+    read_claimed,
     record_outcome,
+    rejection,
+    write_each,
 )
+from relay.store.write_health import WriteMonitor
 
 T = TypeVar("T")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
@@ -56,14 +75,17 @@ DEFAULT_BUSY_TIMEOUT_MS = 5000  # see config.DEFAULT_BUSY_TIMEOUT_S
 
 @asynccontextmanager
 async def open_sqlite_store(
-    path: Path, *, busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS
+    path: Path,
+    *,
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    factory: type[UnitConnection] = UnitConnection,
 ) -> AsyncIterator[SqliteStore]:
     """Open (creating and migrating) the database; always close it, or the process hangs."""
-    await asyncio.to_thread(_create_private, path)
-    conn = await aiosqlite.connect(path, isolation_level=None)
+    await asyncio.to_thread(create_private, path)
+    conn = await connect(path, factory)
     try:
-        store = SqliteStore(conn)
-        await store.run(lambda c: _prepare(c, busy_timeout_ms))
+        store = SqliteStore(conn, busy_timeout_s=busy_timeout_ms / 1000)
+        await store.run(lambda c: prepare(c, busy_timeout_ms, SQL_DIR))
         async with store.group_commit.running(), store.outcome_commit.running():
             yield store
     finally:
@@ -71,83 +93,64 @@ async def open_sqlite_store(
         await conn.close()
 
 
-def _create_private(path: Path) -> None:
-    """Buyer data lives here: readable by the relay's own user only. SQLite gives its
-    -wal and -shm files the same mode."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-def _prepare(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        " version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
-    )
-    current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-    for version, script in load_migrations(SQL_DIR):
-        if version > current:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_version VALUES "
-                f"({version}, {time.time_ns() // 1_000_000});\nCOMMIT;"
-            )
-
-
-def _transaction(
-    conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T], durable: bool
-) -> T:
-    # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
-    # bookkeeping (leases, attempt outcomes) uses NORMAL: it survives a process crash,
-    # and after a power loss the worst case is a repeated attempt with the same message
-    # id, which at-least-once already allows. The next FULL commit syncs it anyway.
-    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = work(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return result
-
-
 class SqliteStore:
     """`relay.store.Store` on SQLite; single serving instance per database file."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, *, busy_timeout_s: float) -> None:
         self._conn = conn
+        self._busy_timeout_s = busy_timeout_s
+        self._writes = WriteMonitor()
         self.group_commit = GroupCommit(self._ingest_batch)
         self.outcome_commit = GroupCommit(self._record_batch)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` with the raw connection on aiosqlite's thread: one hop, however many
-        statements. aiosqlite has no public hook for this, so we use its private
-        `_execute` (pinned to <0.23 in pyproject; covered by every store test)."""
-        conn = self._conn
-        result: T = await conn._execute(lambda: fn(conn._conn))  # type: ignore[no-untyped-call]
-        return result
+        """Run `fn` with the raw connection on aiosqlite's thread: one hop, any statements."""
+        return await run_unit(self._conn, fn)
+
+    def _deadline(self) -> float:
+        """When a write asked for now must have its answer, lock or no lock."""
+        return time.monotonic() + self._busy_timeout_s
 
     async def transaction(
-        self, work: Callable[[sqlite3.Connection], T], *, durable: bool = True
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        durable: bool = True,
+        deadline: float | None = None,
     ) -> T:
-        try:
-            return await self.run(lambda c: _transaction(c, work, durable))
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"sqlite: {exc}") from exc
+        deadline = self._deadline() if deadline is None else deadline
+        with self._writes.watching():
+            try:
+                result, wrote = await self.run(lambda c: transaction(c, work, durable, deadline))
+            except ItemFailed:
+                raise  # one item of a batch: the store itself works
+            except sqlite3.Error as exc:
+                if not is_store_fault(exc):
+                    raise StoreRejected(rejection(exc)) from exc
+                self._writes.failed(failure_kind(exc))
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
+            if wrote:  # only a write that wrote proves the store can write
+                self._writes.worked()
+            return result
 
-    async def ping(self) -> None:
-        await self.run(lambda c: c.execute("SELECT 1").fetchone())
+    def write_health(self) -> WriteHealth:
+        return self._writes.health()
+
+    async def probe_write(self, now_ms: int) -> None:
+        await self.transaction(lambda c: c.execute(Q["write_probe"], {"now_ms": now_ms}))
 
     # -- ingest ---------------------------------------------------------------------
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:
-        return await self.group_commit.submit((event, now_ms))
+        return await self.group_commit.submit((event, now_ms, self._deadline()))
 
-    async def _ingest_batch(self, batch: Sequence[tuple[NewEvent, int]]) -> list[IngestResult]:
-        return await self.transaction(lambda c: [insert_event(c, e, now) for e, now in batch])
+    async def _ingest_batch(
+        self, batch: Sequence[tuple[NewEvent, int, float]]
+    ) -> list[IngestResult]:
+        return await self.transaction(
+            lambda c: write_each(batch, lambda item: insert_event(c, item[0], item[1])),
+            deadline=min(deadline for _, _, deadline in batch),
+        )
 
     # -- dispatch -------------------------------------------------------------------
 
@@ -157,33 +160,39 @@ class SqliteStore:
         lease_until_ms: int,
         limit: int,
         per_destination: int,
-        in_flight: Mapping[str, int] | None = None,
+        *,
+        exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
+        owner: str = SERVE_LEASE_OWNER,
     ) -> Claim:
         params = {
             "now_ms": now_ms,
             "lease_until_ms": lease_until_ms,
+            "lease_token": secrets.token_hex(8),
+            "lease_owner": owner,
             "limit": limit,
             "per_destination": per_destination,
             "scan_limit": max(limit * CLAIM_SCAN_FACTOR, CLAIM_SCAN_MIN),
-            "in_flight": json.dumps(dict(in_flight or {})),
+            "exclude_ids": json.dumps(list(exclude_ids)),
             "only_ids": None if only_ids is None else json.dumps(list(only_ids)),
         }
 
         def work(conn: sqlite3.Connection) -> Claim:
             conn.execute(Q["skip_disabled_due"], params)
             ids = [row[0] for row in conn.execute(Q["claim_due"], params)]
-            rows = (
-                conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)}).fetchall() if ids else []
-            )
-            next_due = conn.execute(Q["next_due"]).fetchone()[0]
-            return Claim([claimed_delivery(row) for row in rows], next_due)
+            deliveries, unreadable = read_claimed(conn, ids, now_ms) if ids else ([], [])
+            if only_ids is None:
+                next_due = conn.execute(Q["next_due"]).fetchone()[0]
+            else:
+                next_due = conn.execute(Q["next_due_of_ids"], {"ids": params["only_ids"]})
+                next_due = next_due.fetchone()[0]
+            return Claim(deliveries, next_due, unreadable)
 
         return await self.transaction(work, durable=False)
 
-    async def release_all_leases(self) -> int:
+    async def release_leases(self, owner: str) -> int:
         return await self.transaction(
-            lambda c: c.execute(Q["release_all_leases"]).rowcount, durable=False
+            lambda c: c.execute(Q["release_leases"], {"owner": owner}).rowcount, durable=False
         )
 
     async def record_attempt(
@@ -194,26 +203,56 @@ class SqliteStore:
         disable_after_failures: int,
         alert: NewEvent | None,
         now_ms: int,
+        *,
+        lease_token: str,
     ) -> HealthChange:
-        outcome = Outcome(attempt, resolution, destination_key, disable_after_failures, alert)
-        return await self.outcome_commit.submit((outcome, now_ms))
+        outcome = Outcome(
+            attempt, resolution, destination_key, disable_after_failures, alert, lease_token
+        )
+        try:
+            return await self.outcome_commit.submit((outcome, now_ms, self._deadline()))
+        except StoreRejected as rejected:
+            # In its own small transaction, so the row is not claimed again forever.
+            reason = f"attempt {attempt.attempt_no} could not be recorded: {rejected}"
+            params = {
+                "id": attempt.delivery_id,
+                "lease_token": lease_token,
+                "reason": reason,
+                "now_ms": now_ms,
+            }
+            await self.transaction(lambda c: c.execute(Q["mark_unrecordable"], params))
+            raise
 
-    async def _record_batch(self, batch: Sequence[tuple[Outcome, int]]) -> list[HealthChange]:
+    async def _record_batch(
+        self, batch: Sequence[tuple[Outcome, int, float]]
+    ) -> list[HealthChange]:
         # Outcomes are group-committed like ingest: under load one fsync records many.
         return await self.transaction(
-            lambda c: [record_outcome(c, o, now) for o, now in batch], durable=False
+            lambda c: write_each(batch, lambda item: record_outcome(c, item[0], item[1])),
+            durable=False,
+            deadline=min(deadline for _, _, deadline in batch),
         )
 
     async def resolve_without_attempt(
-        self, delivery_id: int, status: DeliveryStatus, reason: str, now_ms: int
-    ) -> None:
-        """Finish a claimed delivery that was never sent (privacy re-check, config gone)."""
-        sql = (
-            "UPDATE deliveries SET status = :status, reason = :reason, next_attempt_at_ms = NULL,"
-            " lease_until_ms = NULL, updated_at_ms = :now_ms WHERE id = :id"
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        reason: str,
+        now_ms: int,
+        *,
+        lease_token: str,
+    ) -> bool:
+        params = {
+            "id": delivery_id,
+            "status": status.value,
+            "reason": reason,
+            "now_ms": now_ms,
+            "lease_token": lease_token,
+        }
+        moved = await self.transaction(
+            lambda c: c.execute(Q["resolve_without_attempt"], params).rowcount, durable=False
         )
-        params = {"status": status.value, "reason": reason, "now_ms": now_ms, "id": delivery_id}
-        await self.transaction(lambda c: c.execute(sql, params), durable=False)
+        return bool(moved)
 
     # -- history and operations -----------------------------------------------------
 
@@ -258,9 +297,19 @@ class SqliteStore:
         rows = await self.transaction(lambda c: c.execute(Q["requeue"], params).fetchall())
         return sorted(row[0] for row in rows)
 
+    async def leased(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]:
+        params = {"ids": json.dumps(list(delivery_ids)), "now_ms": now_ms}
+        rows = await self.run(lambda c: c.execute(Q["leased"], params).fetchall())
+        return [row[0] for row in rows]
+
+    async def settled_since_replay(self, delivery_ids: Sequence[int]) -> list[int]:
+        params = {"ids": json.dumps(list(delivery_ids))}
+        rows = await self.run(lambda c: c.execute(Q["settled_since_replay"], params).fetchall())
+        return [row[0] for row in rows]
+
     async def delivery_ids_of_event(self, event_row_id: int) -> list[int]:
-        sql = "SELECT id FROM deliveries WHERE event_id = :event_id ORDER BY id"
-        rows = await self.run(lambda c: c.execute(sql, {"event_id": event_row_id}).fetchall())
+        params = {"event_id": event_row_id}
+        rows = await self.run(lambda c: c.execute(Q["delivery_ids_of_event"], params).fetchall())
         return [row[0] for row in rows]
 
     async def failed_since(self, since_ms: int | None) -> list[int]:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from relay.store import StoreRejected
+from relay.store.group_commit import ItemFailed
 from relay.store.queries import load_queries
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
+    Channel,
     ClaimedDelivery,
     DeliveryKind,
     DeliveryStatus,
@@ -24,7 +28,12 @@ from relay.store.records import (
     HealthEffect,
     IngestResult,
     NewEvent,
+    UnreadableRow,
 )
+from relay.store.sqlite_connection import is_store_fault
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
@@ -40,12 +49,41 @@ class Outcome:
     destination_key: str
     disable_after_failures: int
     alert: NewEvent | None
+    lease_token: str
+
+
+def write_each(items: Sequence[Item], write_one: Callable[[Item], Result]) -> list[Result]:
+    """Write a batch item by item in the open transaction; name the item at fault.
+
+    A failure of the store itself (locked, full) propagates as it is: every caller hears
+    it. A failure of one item becomes `ItemFailed`, so the group commit can write the
+    rest again without it. The transaction is rolled back either way.
+    """
+    results = []
+    for index, item in enumerate(items):
+        try:
+            results.append(write_one(item))
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise
+            raise ItemFailed(index, StoreRejected(rejection(exc))) from exc
+    return results
+
+
+def rejection(exc: BaseException) -> str:
+    """Why a row could not be stored: SQLite's own words, or the Python error's type.
+
+    Python's messages may quote the value (buyer data); SQLite's name a constraint.
+    """
+    if isinstance(exc, sqlite3.Error):
+        return f"cannot be stored: {exc}"
+    return f"cannot be stored: {type(exc).__name__}"
 
 
 def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> HealthChange:
+    """Record one attempt, only if the row still holds the writer's lease (the fence)."""
     attempt, resolution = outcome.attempt, outcome.resolution
-    conn.execute(Q["insert_attempt"], _attempt_params(attempt))
-    conn.execute(
+    moved = conn.execute(
         Q["resolve_delivery"],
         {
             "delivery_id": attempt.delivery_id,
@@ -55,8 +93,12 @@ def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> H
             "last_error": resolution.last_error,
             "reason": resolution.last_error or "delivered",
             "now_ms": now_ms,
+            "lease_token": outcome.lease_token,
         },
     )
+    if moved.rowcount == 0:  # the lease ran out and another claim took the row: not ours
+        return HealthChange(disabled_now=False, consecutive_failures=0, recorded=False)
+    conn.execute(Q["insert_attempt"], _attempt_params(attempt))
     return _update_health(
         conn,
         outcome.destination_key,
@@ -162,17 +204,51 @@ def _attempt_params(attempt: AttemptRecord) -> dict[str, Any]:
     }
 
 
-def claimed_delivery(row: tuple[Any, ...]) -> ClaimedDelivery:
+def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
+    """The claimed row, or why it cannot be read (then it is failed, not attempted)."""
+    kinds = {k.value for k in DeliveryKind}
+    channels = {c.value for c in Channel}
+    if row["kind"] not in kinds:
+        return f"cannot be read: unknown kind {str(row['kind'])[:40]!r}"
+    if row["channel"] not in channels:
+        return f"cannot be read: unknown channel {str(row['channel'])[:40]!r}"
+    if not row["destination_key"]:
+        return "cannot be read: no destination"
+    if not row["payload_is_json"]:
+        return "cannot be read: the stored event payload is not JSON"
     return ClaimedDelivery(
-        id=row[0],
-        kind=DeliveryKind(row[1]),
-        producer_id=row[2],
-        affiliate_code=row[3],
-        destination_key=row[4],
-        channel=row[5],
-        event_name=row[6],
-        message_id=row[7],
-        attempts=row[8],
-        replayed_after=row[9],
-        payload_json=row[10],
+        id=row["id"],
+        kind=DeliveryKind(row["kind"]),
+        producer_id=row["producer_id"],
+        affiliate_code=row["affiliate_code"],
+        destination_key=row["destination_key"],
+        channel=Channel(row["channel"]),
+        event_name=row["event_name"],
+        message_id=row["message_id"],
+        attempts=row["attempts"],
+        replayed_after=row["replayed_after"],
+        payload_json=row["payload_json"],
+        hotmart_id=row["hotmart_id"],
+        lease_token=row["lease_token"],
     )
+
+
+def read_claimed(
+    conn: sqlite3.Connection, ids: list[int], now_ms: int
+) -> tuple[list[ClaimedDelivery], list[UnreadableRow]]:
+    """The claimed rows; any that cannot be read is failed here, so it never kills a claim."""
+    cursor = conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)})
+    cursor.row_factory = sqlite3.Row
+    deliveries, unreadable = [], []
+    for row in cursor.fetchall():
+        try:
+            read = claimed_delivery(row)
+        except Exception as exc:  # whatever else is wrong with it: the type, never the data
+            read = f"cannot be read: {type(exc).__name__}"
+        if isinstance(read, str):
+            params = {"id": row["id"], "reason": read, "now_ms": now_ms}
+            conn.execute(Q["fail_unreadable"], params)
+            unreadable.append(UnreadableRow(row["id"], read))
+        else:
+            deliveries.append(read)
+    return deliveries, unreadable

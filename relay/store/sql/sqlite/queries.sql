@@ -21,19 +21,32 @@ VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :chan
         :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms);
 
 -- name: skip_disabled_due
+-- A row in flight is left to its holder, whose outcome write settles it.
 UPDATE deliveries
-SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, updated_at_ms = :now_ms,
+SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_token = NULL,
+    lease_owner = NULL, updated_at_ms = :now_ms,
     reason = 'destination disabled: ' || (SELECT disabled_reason FROM destinations
                                           WHERE key = deliveries.destination_key)
 WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms AND kind != 'alert'
+  AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+  AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
   AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0);
 
 -- name: claim_due
--- Lease due rows, oldest first, but never more per destination than it has free slots:
--- destinations already full are left out entirely (so one slow affiliate cannot hold up
--- the rest), and the window function caps the others. The inner LIMIT bounds the work
--- however large the backlog.
-UPDATE deliveries SET lease_until_ms = :lease_until_ms, updated_at_ms = :now_ms
+-- Lease due rows, oldest first, but never more per destination than it has free slots.
+-- `exclude_ids` are the rows this dispatcher has in flight: never claimed again, even
+-- past their lease, and counted against their destination's slots (`held`), so a
+-- destination already full is left out entirely (one slow affiliate cannot hold up the
+-- rest) and the window function caps the others. The inner LIMIT bounds the work
+-- however large the backlog. Every row leased here carries this claim's token.
+WITH held (key, n) AS (
+    SELECT destination_key, COUNT(*) FROM deliveries
+    WHERE id IN (SELECT value FROM json_each(:exclude_ids))
+    GROUP BY destination_key
+)
+UPDATE deliveries
+SET lease_until_ms = :lease_until_ms, lease_token = :lease_token, lease_owner = :lease_owner,
+    updated_at_ms = :now_ms
 WHERE id IN (
     SELECT id FROM (
         SELECT id, destination_key, next_attempt_at_ms,
@@ -43,34 +56,65 @@ WHERE id IN (
             SELECT id, destination_key, next_attempt_at_ms FROM deliveries
             WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms
               AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
-              AND destination_key NOT IN (SELECT key FROM json_each(:in_flight)
-                                          WHERE value >= :per_destination)
+              AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
+              AND destination_key NOT IN (SELECT key FROM held WHERE n >= :per_destination)
               AND (:only_ids IS NULL OR id IN (SELECT value FROM json_each(:only_ids)))
             ORDER BY next_attempt_at_ms, id
             LIMIT :scan_limit
         )
     )
-    WHERE nth + COALESCE((SELECT value FROM json_each(:in_flight)
-                          WHERE key = destination_key), 0) <= :per_destination
+    WHERE nth + COALESCE((SELECT n FROM held WHERE key = destination_key), 0)
+          <= :per_destination
     ORDER BY next_attempt_at_ms, id
     LIMIT :limit
 )
 RETURNING id;
 
 -- name: claimed_rows
+-- Read back as text, checked in Python: a row whose kind, channel or payload cannot be
+-- read is failed inside the claim instead of killing it.
 SELECT d.id, d.kind, d.producer_id, d.affiliate_code, d.destination_key, d.channel,
-       d.event_name, d.message_id, d.attempts, d.replayed_after, e.payload_json
+       d.event_name, d.message_id, d.attempts, d.replayed_after, d.lease_token,
+       e.hotmart_id, json_valid(e.payload_json) AS payload_is_json, e.payload_json
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.next_attempt_at_ms, d.id;
 
--- name: release_all_leases
-UPDATE deliveries SET lease_until_ms = NULL WHERE status = 'pending' AND lease_until_ms IS NOT NULL;
+-- name: fail_unreadable
+UPDATE deliveries
+SET status = 'failed', reason = :reason, last_error = :reason, next_attempt_at_ms = NULL,
+    lease_until_ms = NULL, lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms
+WHERE id = :id;
+
+-- name: release_leases
+-- At a serve start: what an earlier serve held (the single-instance lock says it is dead).
+-- Rows leased before leases had owners count as a serve's.
+UPDATE deliveries SET lease_until_ms = NULL, lease_token = NULL, lease_owner = NULL
+WHERE status = 'pending' AND lease_until_ms IS NOT NULL
+  AND (lease_owner = :owner OR lease_owner IS NULL);
 
 -- name: next_due
+-- When the next pending row could be claimed: the first unleased row's due time, or the
+-- first lease to run out (a leased row is always due before its lease ends). Two
+-- indexed reads, not one MIN(CASE ...) over the backlog: the first walks deliveries_due
+-- and stops at the first row not in flight; the second is the head of deliveries_leased.
+-- INDEXED BY, because without ANALYZE statistics SQLite prefers deliveries_by_status and
+-- reads every pending row; and if the index ever cannot serve, the query fails loudly.
+SELECT MIN(due) FROM (
+    SELECT * FROM (SELECT next_attempt_at_ms AS due FROM deliveries INDEXED BY deliveries_due
+                   WHERE status = 'pending' AND lease_until_ms IS NULL
+                   ORDER BY next_attempt_at_ms LIMIT 1)
+    UNION ALL
+    SELECT MIN(lease_until_ms) FROM deliveries INDEXED BY deliveries_leased
+    WHERE status = 'pending' AND lease_until_ms IS NOT NULL
+);
+
+-- name: next_due_of_ids
+-- The same, among a few named rows (a CLI burst waits only for its own).
 SELECT MIN(CASE WHEN lease_until_ms > next_attempt_at_ms THEN lease_until_ms
                 ELSE next_attempt_at_ms END)
-FROM deliveries WHERE status = 'pending';
+FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending';
 
 -- name: insert_attempt
 INSERT INTO attempts (delivery_id, attempt_no, started_at_ms, latency_ms, outcome, status_code,
@@ -79,11 +123,19 @@ VALUES (:delivery_id, :attempt_no, :started_at_ms, :latency_ms, :outcome, :statu
         :response_excerpt, :response_headers, :request_payload, :detail);
 
 -- name: resolve_delivery
+-- Applies only while the row holds the writer's lease token: the fence.
 UPDATE deliveries
 SET status = :status, attempts = :attempt_no, next_attempt_at_ms = :next_attempt_at_ms,
-    lease_until_ms = NULL, last_error = :last_error, updated_at_ms = :now_ms,
+    lease_until_ms = NULL, lease_token = NULL, lease_owner = NULL, last_error = :last_error,
+    updated_at_ms = :now_ms,
     reason = CASE WHEN :status = 'pending' THEN reason ELSE :reason END
-WHERE id = :delivery_id;
+WHERE id = :delivery_id AND status = 'pending' AND lease_token = :lease_token;
+
+-- name: resolve_without_attempt
+UPDATE deliveries
+SET status = :status, reason = :reason, next_attempt_at_ms = NULL, lease_until_ms = NULL,
+    lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms
+WHERE id = :id AND status = 'pending' AND lease_token = :lease_token;
 
 -- name: ensure_destination
 INSERT INTO destinations (key) VALUES (:key) ON CONFLICT (key) DO NOTHING;
@@ -142,16 +194,40 @@ SELECT attempt_no, started_at_ms, latency_ms, outcome, status_code, response_exc
 FROM attempts WHERE delivery_id = :id ORDER BY attempt_no, id;
 
 -- name: requeue
--- A replay starts a fresh retry schedule; attempt numbers keep counting.
+-- A replay starts a fresh retry schedule; attempt numbers keep counting. A row in flight
+-- (its lease live) is refused: its holder is sending it right now.
 UPDATE deliveries
-SET status = 'pending', next_attempt_at_ms = :now_ms, lease_until_ms = NULL, updated_at_ms = :now_ms,
+SET status = 'pending', next_attempt_at_ms = :now_ms, lease_until_ms = NULL,
+    lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms,
     replayed_after = attempts
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND destination_key IS NOT NULL
+  AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
   AND (status IN ('failed', 'delivered', 'pending')
        -- only a runtime disabling is undone by replay; decide's skips stay skipped
        OR (status = 'skipped' AND reason LIKE 'destination disabled:%'))
 RETURNING id;
+
+-- name: leased
+SELECT id FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+  AND lease_until_ms > :now_ms
+ORDER BY id;
+
+-- name: mark_unrecordable
+-- An outcome that could not be written: fail the row (if still ours) so it is not
+-- claimed again forever.
+UPDATE deliveries
+SET status = 'failed', reason = :reason, last_error = :reason, next_attempt_at_ms = NULL,
+    lease_until_ms = NULL, lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms
+WHERE id = :id AND status = 'pending' AND lease_token = :lease_token;
+
+-- name: write_probe
+INSERT INTO write_probe (id, written_at_ms) VALUES (1, :now_ms)
+ON CONFLICT (id) DO UPDATE SET written_at_ms = excluded.written_at_ms;
+
+-- name: delivery_ids_of_event
+SELECT id FROM deliveries WHERE event_id = :event_id ORDER BY id;
 
 -- name: failed_since
 SELECT id FROM deliveries
@@ -160,3 +236,11 @@ ORDER BY id;
 
 -- name: count_by_status
 SELECT status, COUNT(*) FROM deliveries GROUP BY status;
+
+-- name: settled_since_replay
+-- Rows whose outcome is known since they were last queued: no longer pending, or with an
+-- attempt made after the replay (then a retry may be scheduled). A CLI waits on these.
+SELECT id FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND (status != 'pending' OR attempts > replayed_after)
+ORDER BY id;
