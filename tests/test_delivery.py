@@ -458,9 +458,10 @@ async def test_a_render_over_the_bound_is_never_sent_and_costs_the_destination_n
     relay_client: Any, peers: Any, tmp_path: Path
 ) -> None:
     """Defect 1: no input may make one request body, or one stored attempt, unbounded."""
-    huge = MAX_OUTGOING_BYTES + 1
+    # Two bytes a character: under the render's character bound, over the byte bound.
+    huge = MAX_OUTGOING_BYTES // 2 + 1
     client = await settled_with_webhook_template(
-        relay_client, peers, tmp_path, f'{{"pad": "{{{{ "x" * {huge} }}}}"}}'
+        relay_client, peers, tmp_path, f'{{"pad": "{{{{ "é" * {huge} }}}}"}}'
     )
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
     assert (row.status, row.attempts) == ("failed", 1)  # ours, permanent: no retries
