@@ -33,6 +33,11 @@ DEFAULT_CONCURRENCY = 64  # attempts in flight across all destinations
 DEFAULT_PER_DESTINATION_CONCURRENCY = 4  # one slow affiliate cannot take every slot
 DEFAULT_DISABLE_AFTER_FAILURES = 20  # a sustained run of failed deliveries, not one bad message
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # Hotmart payloads are a few kB; 1 MiB is generous
+# A request head (and a keep-alive pause) arrives in milliseconds from Hotmart; 15 s covers a
+# slow link many times over, and frees the socket an idle or slow-drip client would hold.
+DEFAULT_IDLE_TIMEOUT_S = 15.0
+# max_body_bytes at about 35 kB/s: a legitimate body is read well inside it.
+DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_RETENTION_S = 30 * 86400.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
@@ -56,6 +61,10 @@ class ServerConfig(_Model):
     port: int = Field(8080, ge=0, le=65535)
     path: str = "/hotmart/webhook"
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+    # From connect, or from the end of the last response, to a complete request head.
+    idle_timeout_s: Duration = Field(DEFAULT_IDLE_TIMEOUT_S, alias="idle_timeout", gt=0)
+    # From a complete request head to the whole body.
+    body_timeout_s: Duration = Field(DEFAULT_BODY_TIMEOUT_S, alias="body_timeout", gt=0)
 
     @field_validator("path")
     @classmethod
