@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sqlite3
 import sys
@@ -12,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay.config import Config, ConfigError, load_config
+from relay.logs import LOG_FORMATS, LOG_LEVELS, install
 from relay.store.records import DeliveryStatus
 
 EXIT_OK = 0
@@ -23,12 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="Forward Hotmart payment slips to permitted affiliates."
     )
-    config_help = "config file (default: $RELAY_CONFIG, else ./relay.toml)"
-    parser.add_argument("--config", type=Path, help=config_help)
     # `relay serve --config X` reads as naturally as `relay --config X serve`: take both.
-    # SUPPRESS keeps a subcommand's unset --config from hiding the top-level one.
+    # SUPPRESS keeps a subcommand's unset flag from hiding the top-level one.
     config_after = argparse.ArgumentParser(add_help=False)
-    config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    for target in (parser, config_after):
+        _global_flags(target, argparse.SUPPRESS if target is config_after else None)
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -72,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _global_flags(parser: argparse.ArgumentParser, suppress: str | None) -> None:
+    def default(value: str | None) -> str | None:
+        return suppress if suppress is not None else value
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default(None),
+        help="config file (default: $RELAY_CONFIG, else ./relay.toml)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=default("text"), help="text or json lines"
+    )
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=default("info"))
+
+
 def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
     if arg is not None:
         return arg
@@ -79,10 +94,11 @@ def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (2), --help or --version (0): already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_CONFIG
+    install(args.log_format, args.log_level)
     environ = dict(os.environ)
     path = config_path(args.config, environ)
     try:
