@@ -8,9 +8,11 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from relay.config import Config, ConfigError, load_config
+from relay.durations import parse_since_ms
 from relay.logs import LOG_FORMATS, LOG_LEVELS, install
 from relay.store.records import DeliveryStatus
 
@@ -29,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     for target in (parser, config_after):
         _global_flags(target, argparse.SUPPRESS if target is config_after else None)
 
+    parser.add_argument("--version", action="version", version=f"relay {relay_version()}")
+
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -42,19 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--affiliate", help="affiliate code")
     history.add_argument("--event", help="Hotmart event name, e.g. PURCHASE_BILLET_PRINTED")
     history.add_argument("--channel", choices=["email", "webhook"])
-    history.add_argument("--since", help="'2h' ago or an ISO date")
-    history.add_argument("--before", type=int, help="only ids below this (next page)")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--transaction", help="Hotmart transaction, e.g. HP1764271200123")
+    history.add_argument("--hotmart-id", help="Hotmart's event id")
+    history.add_argument("--since", type=since, help="'2h' ago or an ISO date")
+    history.add_argument("--before", type=positive_int, help="only ids below this (next page)")
+    history.add_argument("--limit", type=positive_int, default=50)
     history.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = command("show", "one delivery with every attempt")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=positive_int)
     show.add_argument("--json", action="store_true")
 
     replay = command("replay", "send deliveries again, now")
-    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
+    replay.add_argument("ids", type=positive_int, nargs="*", metavar="ID")
     replay.add_argument("--failed", action="store_true", help="every failed delivery")
-    replay.add_argument("--since", help="with --failed: created since '2h' ago or an ISO date")
+    replay.add_argument(
+        "--since", type=since, help="with --failed: created since '2h' ago or an ISO date"
+    )
 
     send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")
@@ -85,6 +93,35 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: str | None) -> None
         "--log-format", choices=LOG_FORMATS, default=default("text"), help="text or json lines"
     )
     parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=default("info"))
+
+
+def relay_version() -> str:
+    try:
+        return version("relay")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def since(text: str) -> str:
+    """Check a --since value while parsing, so a typo is a usage error, not a traceback.
+
+    The text is kept: each command turns it into a time against its own clock.
+    """
+    try:
+        parse_since_ms(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of 1 or more")
+    return value
 
 
 def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
