@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sqlite3
 import sys
@@ -12,10 +13,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from relay.config import Config, ConfigError, load_config
+from relay.config_checks import config_warnings
 from relay.durations import parse_since_ms
 from relay.logs import LOG_FORMATS, LOG_LEVELS, install
 from relay.store.records import DeliveryStatus
 
+log = logging.getLogger("relay.cli")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
@@ -169,6 +172,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def check_config(config: Config, *, quiet: bool = False) -> int:
+    """Exit 2 on an error; warnings are printed (or, when quiet, logged) and pass."""
     from relay.targets import TemplateSet
 
     problems = TemplateSet(config).check()
@@ -176,10 +180,17 @@ def check_config(config: Config, *, quiet: bool = False) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_CONFIG
+    warnings = config_warnings(config)
+    for where, reason in warnings:
+        if quiet:
+            log.warning("config: %s: %s", where, reason)
+        else:
+            print(f"warning: {where}: {reason}", file=sys.stderr)
     if quiet:
         return EXIT_OK
     affiliates = sum(len(p.affiliates) for p in config.producers)
-    print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s)")
+    counted = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+    print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s){counted}")
     return EXIT_OK
 
 

@@ -20,11 +20,12 @@ from pydantic import (
     field_validator,
 )
 
-from relay.config_checks import check_http_url, cross_check, resolve_env
+from relay.config_checks import check_http_url, cross_check, resolve_env, toml_bool
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
 Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+Flag = Annotated[bool, BeforeValidator(toml_bool)]  # every boolean key: true or false, nothing else
 
 # Defaults, each with the reason for its value.
 DEFAULT_RETRY_DELAYS_S = (60.0, 300.0, 1800.0, 7200.0)  # 1 try + 4 retries = Hotmart's 5 attempts
@@ -91,7 +92,7 @@ class DeliveryConfig(_Model):
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1)
     per_destination_concurrency: int = Field(DEFAULT_PER_DESTINATION_CONCURRENCY, ge=1)
     disable_after_failures: int = Field(DEFAULT_DISABLE_AFTER_FAILURES, ge=1)
-    allow_private_networks: bool = False
+    allow_private_networks: Flag = False
     shutdown_grace_s: Duration = Field(DEFAULT_SHUTDOWN_GRACE_S, alias="shutdown_grace")
 
     @property
@@ -128,7 +129,7 @@ def _single_line(value: object) -> str:
 class EmailDestination(_Model):
     kind: Literal["email"]
     to: Annotated[str, BeforeValidator(_single_line)]
-    enabled: bool = True
+    enabled: Flag = True
 
     @field_validator("to")
     @classmethod
@@ -143,8 +144,8 @@ class WebhookDestination(_Model):
     kind: Literal["webhook"]
     url: str
     secret: str
-    allow_http: bool = False  # explicit opt-in for a plain-http receiver
-    enabled: bool = True
+    allow_http: Flag = False  # explicit opt-in for a plain-http receiver
+    enabled: Flag = True
 
     @field_validator("url")
     @classmethod
@@ -166,7 +167,7 @@ Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminat
 class AffiliateConfig(_Model):
     code: str = Field(min_length=1)
     name: str = ""
-    buyer_data: bool = False  # privacy gate: absent means nothing is ever sent
+    buyer_data: Flag = False  # privacy gate: absent means nothing is ever sent
     products: Literal["all"] | tuple[str, ...] = "all"
     events: tuple[str, ...] = (SLIP_EVENT,)
     locale: Locale = "es"
