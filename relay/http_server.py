@@ -20,6 +20,7 @@ import logging
 import signal
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.config import ServerConfig
 
@@ -31,6 +32,32 @@ LINGERING_S = 2.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+class _ParserRejections(logging.Filter):
+    """aiohttp logs a request its parser refuses (400) at ERROR with a traceback.
+
+    That is a client's mistake, not the relay's: say it in one warning line like every
+    other rejection, with the exception's type but not its text, which quotes the bytes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            record.msg = "rejected %d from %s: malformed HTTP request (%s)"
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.args = (exc.code, remote, type(exc).__name__)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _server_logger() -> logging.Logger:
+    """The logger the relay's HTTP server reports on: its own, so the filter touches no other."""
+    logger = logging.getLogger("relay.http.server")
+    if not any(isinstance(f, _ParserRejections) for f in logger.filters):
+        logger.addFilter(_ParserRejections())
+    return logger
+
+
 def http_runner(
     app: web.Application, server: ServerConfig, *, shutdown_timeout_s: float
 ) -> web.AppRunner:
@@ -38,6 +65,7 @@ def http_runner(
     return web.AppRunner(
         app,
         access_log=None,  # ingest logs each event and each rejection itself
+        logger=_server_logger(),
         keepalive_timeout=server.idle_timeout_s,
         lingering_time=LINGERING_S,
         shutdown_timeout=shutdown_timeout_s,

@@ -172,6 +172,13 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return sys.stderr
 
 
+def uninstall() -> None:
+    """Take away the handler `install` put on the root logger, if any."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+
+
 def install(
     log_format: LogFormat = "text", level: str = "info", *, stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -180,9 +187,8 @@ def install(
     Calling it again replaces the handler it installed before, so `main` can run twice
     in one process (as the tests do) without printing every line twice.
     """
+    uninstall()
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
-        root.removeHandler(old)
     handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(formatter(log_format))

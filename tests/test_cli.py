@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,18 @@ import pytest
 
 from relay.cli import main
 from relay.config import Config
+from relay.logs import uninstall
 from tests.conftest import SECRET, build_config, fixture_json, runtime_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_delivery import settled
 from tests.test_ingest import post_json
+
+
+@pytest.fixture(autouse=True)
+def _log_handler_removed_after() -> Iterator[None]:
+    """`main` installs the relay's log handler for good; a test leaves none behind."""
+    yield
+    uninstall()
 
 
 def write_toml(config_dict: dict[str, Any], path: Path) -> Path:

@@ -8,18 +8,26 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.cli import build_parser, main
-from relay.logs import escape_controls, formatter, install
+from relay.logs import escape_controls, formatter, install, uninstall
 from tests.conftest import build_config, fixture_json
 from tests.test_cli import write_toml
 from tests.test_ingest import post_json
 
 PII = ("maria.gonzalez@example.com", "María González", "+52 55 1234 5678", "GOMA900101")
+
+
+@pytest.fixture(autouse=True)
+def _log_handler_removed_after() -> Iterator[None]:
+    """`main` installs the relay's log handler for good; a test leaves none behind."""
+    yield
+    uninstall()
 
 
 def record(message: str, *args: Any, exc: BaseException | None = None) -> logging.LogRecord:
@@ -97,10 +105,11 @@ def test_an_os_error_keeps_its_errno_and_sqlite_its_error_name() -> None:
     text = formatter("text").format(record("cannot write", exc=disk))
     assert "ENOSPC" in text and "maria" not in text
     query = "SELECT * FROM buyer_maria"  # the message quotes it; the traceback shows the next line
-    try:
-        sqlite3.connect(":memory:").execute(query)
-    except sqlite3.Error as exc:
-        text = formatter("text").format(record("store", exc=exc))
+    with closing(sqlite3.connect(":memory:")) as conn:
+        try:
+            conn.execute(query)
+        except sqlite3.Error as exc:
+            text = formatter("text").format(record("store", exc=exc))
     assert "SQLITE_ERROR" in text and "maria" not in text
 
 
@@ -182,8 +191,6 @@ def test_main_installs_the_safe_formatter(
         assert main(["--config", str(path), "--log-format", "json", "check-config"]) == 0
         logging.getLogger("relay.test").warning("from %s", "a\nb")
     finally:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if h.get_name() == "relay"]:
-            root.removeHandler(handler)
+        uninstall()
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "relay.test" in x]
     assert json.loads(line)["message"] == "from a\\nb"

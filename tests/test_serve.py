@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import socket
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from relay.app import make_app
@@ -180,3 +182,22 @@ async def test_serve_does_not_claim_to_listen_when_the_port_is_taken(
     text = err.decode()
     assert "cannot serve" in text
     assert "listening" not in text
+
+
+async def test_a_request_that_is_not_http_is_one_warning_line_not_a_traceback(
+    config_dict: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with relay_http(config_dict, tmp_path) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"POST {PATH} HTTP/1.1\r\nno colon in this header\r\n\r\n".encode())
+        reply = await asyncio.wait_for(reader.read(), timeout=30)
+        writer.close()
+    assert reply.split(b" ")[1] == b"400"
+    rejected = [r for r in caplog.records if "rejected 400" in r.getMessage()]
+    assert len(rejected) == 1, [r.getMessage() for r in caplog.records]
+    assert rejected[0].levelno == logging.WARNING
+    assert "127.0.0.1" in rejected[0].getMessage()
+    assert "malformed HTTP request" in rejected[0].getMessage()
+    assert rejected[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
