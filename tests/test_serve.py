@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -20,10 +21,10 @@ import pytest
 from aiohttp import web
 
 from relay.app import make_app
-from relay.http_server import bound_urls, http_runner
+from relay.http_server import bound_urls, http_runner, serve_until_stopped
 from relay.service import running_service
 from tests.conftest import HOTTOK, build_config, fixture_json
-from tests.peers import free_port
+from tests.peers import free_port, wait_until
 from tests.test_cli import write_toml
 
 PATH = "/hotmart/webhook"
@@ -201,3 +202,46 @@ async def test_a_request_that_is_not_http_is_one_warning_line_not_a_traceback(
     assert "malformed HTTP request" in rejected[0].getMessage()
     assert rejected[0].exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def in_process_app(config_dict: dict[str, Any], tmp_path: Path) -> tuple[web.Application, Any]:
+    config = build_config(config_dict, tmp_path)
+    app = make_app(
+        lambda: running_service(config),
+        max_body_bytes=config.server.max_body_bytes,
+        ingest_path=config.server.path,
+    )
+    return app, config
+
+
+async def test_serve_until_stopped_drains_on_a_signal_in_this_process(
+    config_dict: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.http")
+    config_dict["server"] = {"port": free_port()}
+    app, config = in_process_app(config_dict, tmp_path)
+    serving = asyncio.create_task(serve_until_stopped(app, config.server, shutdown_timeout_s=1.0))
+
+    def logged(text: str) -> bool:
+        return any(text in record.getMessage() for record in caplog.records)
+
+    await wait_until(lambda: logged("listening on"), timeout_s=30)
+    os.kill(os.getpid(), signal.SIGINT)  # the loop's handler is installed before that line
+    await asyncio.wait_for(serving, timeout=30)
+    assert logged("relay stopped on SIGINT; draining took")
+
+
+async def test_serve_until_stopped_raises_when_the_port_is_taken_and_cleans_up(
+    config_dict: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="relay.http")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config_dict["server"] = {"port": taken.getsockname()[1]}
+        app, config = in_process_app(config_dict, tmp_path)
+        with pytest.raises(OSError, match="address already in use"):
+            await serve_until_stopped(app, config.server, shutdown_timeout_s=1.0)
+    assert not any("listening" in r.getMessage() for r in caplog.records)
+    loop = asyncio.get_running_loop()
+    assert loop.remove_signal_handler(signal.SIGTERM) is False  # none left behind
