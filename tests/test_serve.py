@@ -28,7 +28,9 @@ from tests.peers import free_port, wait_until
 from tests.test_cli import write_toml
 
 PATH = "/hotmart/webhook"
-CLIENTS_PER_KIND = 60  # sockets of each misbehaving kind, all at once
+# Sockets of each misbehaving kind, all at once; 3 x 40 stays under the listen backlog (128),
+# so no connection is left half-open in the kernel, where the server could not close it.
+CLIENTS_PER_KIND = 40
 # Generous on purpose: the property is "closed, not held", on a shared, loaded machine.
 ALL_CLOSED_WITHIN_S = 30.0
 
