@@ -58,7 +58,7 @@ async def handle_hotmart_post(request: web.Request) -> web.Response:
 
 
 class _Rejected(Exception):
-    """A request ingest refuses; becomes a JSON 4xx and one log line."""
+    """A request ingest refuses (a 4xx, and one log line) or cannot store (503): JSON."""
 
     def __init__(self, status: int, error: str, detail: str | dict[str, str]) -> None:
         super().__init__(error)
@@ -136,7 +136,7 @@ async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> w
         result = await runtime.store.ingest(new_event, runtime.clock.now_ms())
     except (StoreUnavailable, RuntimeError) as exc:
         log.error("store cannot commit event %s of %s: %s", event.id, producer.id, exc)
-        return _error(503, "store unavailable", "not stored; send again")
+        return _Rejected(503, "store unavailable", "not stored; send again").response()
     if result.deliveries:
         runtime.wake_dispatcher()
     log.info(
@@ -235,10 +235,6 @@ def _producer_for(config: Config, token: str) -> ProducerConfig | None:
         if hmac.compare_digest(given, producer.hottok.encode()):
             found = producer
     return found
-
-
-def _error(status: int, error: str, detail: str) -> web.Response:
-    return web.json_response({"error": error, "details": [detail]}, status=status)
 
 
 def _outcomes(status: str, decisions: list[Decision]) -> str:
