@@ -97,7 +97,7 @@ def _describe(exc: BaseException) -> str:
     if kind.__module__ not in ("builtins", "__main__"):
         name = f"{kind.__module__}.{name}"
     codes = []
-    if isinstance(exc, OSError) and exc.errno is not None:
+    if isinstance(exc, OSError) and isinstance(exc.errno, int):  # OSError("a", "b") has "a"
         symbol = errno_names.errorcode.get(exc.errno, "?")
         codes.append(f"[Errno {exc.errno}] {symbol}: {os.strerror(exc.errno)}")
     sqlite_name = getattr(exc, "sqlite_errorname", None)
@@ -124,7 +124,10 @@ def _details(record: logging.LogRecord) -> dict[str, str]:
     """The traceback and stack of a record, scrubbed and escaped line by line."""
     found = {}
     if record.exc_info and record.exc_info[1] is not None:
-        found["exception"] = scrubbed_traceback(record.exc_info[1])
+        try:
+            found["exception"] = scrubbed_traceback(record.exc_info[1])
+        except Exception as exc:  # logging would print the failure with its own, raw traceback
+            found["exception"] = f"(traceback not rendered: {type(exc).__name__})"
     if record.stack_info:
         found["stack"] = record.stack_info  # frames only: code, never data
     return {

@@ -113,6 +113,11 @@ def test_an_os_error_keeps_its_errno_and_sqlite_its_error_name() -> None:
     assert "SQLITE_ERROR" in text and "maria" not in text
 
 
+def test_an_os_error_with_odd_arguments_still_formats() -> None:
+    text = formatter("text").format(record("odd", exc=OSError("not-a-number", PII[0])))
+    assert "OSError" in text and PII[0] not in text
+
+
 def test_an_exception_group_shows_each_member_without_messages() -> None:
     try:
         raise ExceptionGroup("many", [ValueError(PII[0]), OSError(errno.EPIPE, PII[1])])
