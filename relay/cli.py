@@ -30,16 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # `relay serve --config X` reads as naturally as `relay --config X serve`: take both.
     # SUPPRESS keeps a subcommand's unset flag from hiding the top-level one.
-    config_after = argparse.ArgumentParser(add_help=False)
-    for target in (parser, config_after):
-        _global_flags(target, argparse.SUPPRESS if target is config_after else None)
+    _global_flags(parser, suppress=None)
+    after_command = argparse.ArgumentParser(add_help=False)
+    _global_flags(after_command, suppress=argparse.SUPPRESS)
 
     parser.add_argument("--version", action="version", version=f"relay {relay_version()}")
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, parents=[config_after])
+        return commands.add_parser(name, help=help_text, parents=[after_command])
 
     command("serve", "run HTTP ingest and the dispatcher")
     command("check-config", "validate the config and compile every template")
@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (2), --help or --version (0): already printed
-        return exc.code if isinstance(exc.code, int) else EXIT_BAD_CONFIG
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
     install(args.log_format, args.log_level)
     environ = dict(os.environ)
     path = config_path(args.config, environ)
