@@ -1,10 +1,12 @@
 # Every target builds its own venv from pyproject, so a fresh clone needs nothing else.
+# Another Python in its own venv: make test PY=python3.13 VENV=.venv-3.13
 PY ?= python3.11
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
+FLOORS_VENV ?= .venv-floors
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench test-floors clean
 
 $(BIN)/relay: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +25,19 @@ lint: $(BIN)/relay
 test: lint
 	$(BIN)/pytest --cov --cov-branch --cov-report=term
 
+# The whole suite with every runtime dependency at its floor in pyproject.toml, so each
+# `>=` there is a version that has passed, not a guess. Its own venv, rebuilt each time.
+test-floors:
+	rm -rf $(FLOORS_VENV)
+	$(PY) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/pip install -q --upgrade pip
+	$(PY) .ci/floors.py > $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/pip install -q -c $(FLOORS_VENV)/floors.txt -e '.[test]'
+	$(FLOORS_VENV)/bin/pip freeze --exclude-editable | grep -i -f $(FLOORS_VENV)/floors.txt
+	$(FLOORS_VENV)/bin/pytest -q
+
 bench: $(BIN)/relay
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) var .coverage
+	rm -rf .venv .venv-* var .coverage

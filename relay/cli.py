@@ -9,11 +9,16 @@ import os
 import sqlite3
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from relay.config import Config, ConfigError, load_config
+from relay.config_checks import config_warnings
+from relay.durations import parse_since_ms
+from relay.logs import LOG_FORMATS, LOG_LEVELS, install
 from relay.store.records import DeliveryStatus
 
+log = logging.getLogger("relay.cli")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_CONFIG = 2
@@ -23,17 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="relay", description="Forward Hotmart payment slips to permitted affiliates."
     )
-    config_help = "config file (default: $RELAY_CONFIG, else ./relay.toml)"
-    parser.add_argument("--config", type=Path, help=config_help)
     # `relay serve --config X` reads as naturally as `relay --config X serve`: take both.
-    # SUPPRESS keeps a subcommand's unset --config from hiding the top-level one.
-    config_after = argparse.ArgumentParser(add_help=False)
-    config_after.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=config_help)
+    # SUPPRESS keeps a subcommand's unset flag from hiding the top-level one.
+    _global_flags(parser, suppress=None)
+    after_command = argparse.ArgumentParser(add_help=False)
+    _global_flags(after_command, suppress=argparse.SUPPRESS)
+
+    parser.add_argument("--version", action="version", version=f"relay {relay_version()}")
 
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_text, parents=[config_after])
+        return commands.add_parser(name, help=help_text, parents=[after_command])
 
     command("serve", "run HTTP ingest and the dispatcher")
     command("check-config", "validate the config and compile every template")
@@ -43,19 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--affiliate", help="affiliate code")
     history.add_argument("--event", help="Hotmart event name, e.g. PURCHASE_BILLET_PRINTED")
     history.add_argument("--channel", choices=["email", "webhook"])
-    history.add_argument("--since", help="'2h' ago or an ISO date")
-    history.add_argument("--before", type=int, help="only ids below this (next page)")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--transaction", help="Hotmart transaction, e.g. HP1764271200123")
+    history.add_argument("--hotmart-id", help="Hotmart's event id")
+    history.add_argument("--since", type=since, help="'2h' ago or an ISO date")
+    history.add_argument("--before", type=positive_int, help="only ids below this (next page)")
+    history.add_argument("--limit", type=positive_int, default=50)
     history.add_argument("--json", action="store_true", help="machine-readable output")
 
     show = command("show", "one delivery with every attempt")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=positive_int)
     show.add_argument("--json", action="store_true")
 
     replay = command("replay", "send deliveries again, now")
-    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
+    replay.add_argument("ids", type=positive_int, nargs="*", metavar="ID")
     replay.add_argument("--failed", action="store_true", help="every failed delivery")
-    replay.add_argument("--since", help="with --failed: created since '2h' ago or an ISO date")
+    replay.add_argument(
+        "--since", type=since, help="with --failed: created since '2h' ago or an ISO date"
+    )
 
     send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")
@@ -72,6 +82,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _global_flags(parser: argparse.ArgumentParser, suppress: str | None) -> None:
+    def default(value: str | None) -> str | None:
+        return suppress if suppress is not None else value
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default(None),
+        help="config file (default: $RELAY_CONFIG, else ./relay.toml)",
+    )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, default=default("text"), help="text or json lines"
+    )
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=default("info"))
+
+
+def relay_version() -> str:
+    try:
+        return version("relay")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def since(text: str) -> str:
+    """Check a --since value while parsing, so a typo is a usage error, not a traceback.
+
+    The text is kept: each command turns it into a time against its own clock.
+    """
+    try:
+        parse_since_ms(text, 0)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of 1 or more")
+    return value
+
+
 def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
     if arg is not None:
         return arg
@@ -79,10 +134,11 @@ def config_path(arg: Path | None, environ: dict[str, str]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (2), --help or --version (0): already printed
+        return exc.code if isinstance(exc.code, int) else EXIT_OK
+    install(args.log_format, args.log_level)
     environ = dict(os.environ)
     path = config_path(args.config, environ)
     try:
@@ -116,6 +172,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def check_config(config: Config, *, quiet: bool = False) -> int:
+    """Exit 2 on an error; warnings are printed (or, when quiet, logged) and pass."""
     from relay.targets import TemplateSet
 
     problems = TemplateSet(config).check()
@@ -123,10 +180,17 @@ def check_config(config: Config, *, quiet: bool = False) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_CONFIG
+    warnings = config_warnings(config)
+    for where, reason in warnings:
+        if quiet:
+            log.warning("config: %s: %s", where, reason)
+        else:
+            print(f"warning: {where}: {reason}", file=sys.stderr)
     if quiet:
         return EXIT_OK
     affiliates = sum(len(p.affiliates) for p in config.producers)
-    print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s)")
+    counted = f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
+    print(f"config ok: {len(config.producers)} producer(s), {affiliates} affiliate(s){counted}")
     return EXIT_OK
 
 

@@ -20,11 +20,12 @@ from pydantic import (
     field_validator,
 )
 
-from relay.config_checks import check_http_url, cross_check, resolve_env
+from relay.config_checks import check_http_url, cross_check, resolve_env, toml_bool
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
 Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+Flag = Annotated[bool, BeforeValidator(toml_bool)]  # every boolean key: true or false, nothing else
 
 # Defaults, each with the reason for its value.
 DEFAULT_RETRY_DELAYS_S = (60.0, 300.0, 1800.0, 7200.0)  # 1 try + 4 retries = Hotmart's 5 attempts
@@ -33,6 +34,11 @@ DEFAULT_CONCURRENCY = 64  # attempts in flight across all destinations
 DEFAULT_PER_DESTINATION_CONCURRENCY = 4  # one slow affiliate cannot take every slot
 DEFAULT_DISABLE_AFTER_FAILURES = 20  # a sustained run of failed deliveries, not one bad message
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # Hotmart payloads are a few kB; 1 MiB is generous
+# A request head (and a keep-alive pause) arrives in milliseconds from Hotmart; 15 s covers a
+# slow link many times over, and frees the socket an idle or slow-drip client would hold.
+DEFAULT_IDLE_TIMEOUT_S = 15.0
+# max_body_bytes at about 35 kB/s: a legitimate body is read well inside it.
+DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_RETENTION_S = 30 * 86400.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
@@ -56,6 +62,10 @@ class ServerConfig(_Model):
     port: int = Field(8080, ge=0, le=65535)
     path: str = "/hotmart/webhook"
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, gt=0)
+    # From connect, or from the end of the last response, to a complete request head.
+    idle_timeout_s: Duration = Field(DEFAULT_IDLE_TIMEOUT_S, alias="idle_timeout", gt=0)
+    # From a complete request head to the whole body.
+    body_timeout_s: Duration = Field(DEFAULT_BODY_TIMEOUT_S, alias="body_timeout", gt=0)
 
     @field_validator("path")
     @classmethod
@@ -82,7 +92,7 @@ class DeliveryConfig(_Model):
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1)
     per_destination_concurrency: int = Field(DEFAULT_PER_DESTINATION_CONCURRENCY, ge=1)
     disable_after_failures: int = Field(DEFAULT_DISABLE_AFTER_FAILURES, ge=1)
-    allow_private_networks: bool = False
+    allow_private_networks: Flag = False
     shutdown_grace_s: Duration = Field(DEFAULT_SHUTDOWN_GRACE_S, alias="shutdown_grace")
 
     @property
@@ -119,7 +129,7 @@ def _single_line(value: object) -> str:
 class EmailDestination(_Model):
     kind: Literal["email"]
     to: Annotated[str, BeforeValidator(_single_line)]
-    enabled: bool = True
+    enabled: Flag = True
 
     @field_validator("to")
     @classmethod
@@ -134,8 +144,8 @@ class WebhookDestination(_Model):
     kind: Literal["webhook"]
     url: str
     secret: str
-    allow_http: bool = False  # explicit opt-in for a plain-http receiver
-    enabled: bool = True
+    allow_http: Flag = False  # explicit opt-in for a plain-http receiver
+    enabled: Flag = True
 
     @field_validator("url")
     @classmethod
@@ -157,7 +167,7 @@ Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminat
 class AffiliateConfig(_Model):
     code: str = Field(min_length=1)
     name: str = ""
-    buyer_data: bool = False  # privacy gate: absent means nothing is ever sent
+    buyer_data: Flag = False  # privacy gate: absent means nothing is ever sent
     products: Literal["all"] | tuple[str, ...] = "all"
     events: tuple[str, ...] = (SLIP_EVENT,)
     locale: Locale = "es"

@@ -46,8 +46,10 @@ def parse_since_ms(text: str, now_ms: int) -> int:
         pass
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"{text!r} is neither a duration ago ('2h') nor an ISO date") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):  # OverflowError: a date at the edge of the calendar
+        raise ValueError(
+            f"{text!r} is neither a duration ago ('2h', '7d') nor an ISO date ('2026-11-29')"
+        ) from None

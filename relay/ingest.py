@@ -7,6 +7,7 @@ sends again. Logs carry ids and codes, never buyer data.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -27,6 +28,9 @@ log = logging.getLogger("relay.ingest")
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 FORM_TYPE = "application/x-www-form-urlencoded"
+HOTTOK_HEADER = "X-HOTMART-HOTTOK"
+_NOT_UTF8 = "not UTF-8; send the form encoded as UTF-8"
+_DECISIONS_LOGGED = 10  # one line per event stays readable even if Hotmart lists many affiliates
 _STATUS_OF_OUTCOME = {
     Outcome.DELIVER: DeliveryStatus.PENDING,
     Outcome.WITHHELD: DeliveryStatus.WITHHELD,
@@ -42,39 +46,87 @@ def new_message_id() -> str:
 
 async def handle_hotmart_post(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
+    try:
+        producer, event = await _authenticate_and_parse(request, runtime.config)
+    except _Rejected as rejection:
+        # Never the token, never the body: the reason and who asked are enough to act on.
+        log.warning(
+            "rejected %d from %s: %s", rejection.status, request.remote or "?", rejection.summary
+        )
+        return rejection.response()
+    return await _commit(runtime, producer, event)
+
+
+class _Rejected(Exception):
+    """A request ingest refuses (a 4xx, and one log line) or cannot store (503): JSON."""
+
+    def __init__(self, status: int, error: str, detail: str | dict[str, str]) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+    @classmethod
+    def malformed(cls, exc: MalformedEvent) -> _Rejected:
+        return cls(400, "malformed event", {"field": exc.field, "reason": exc.reason})
+
+    @property
+    def summary(self) -> str:
+        if isinstance(self.detail, dict):
+            return f"{self.error}: {self.detail['field']}: {self.detail['reason']}"
+        return f"{self.error}: {self.detail}"
+
+    def response(self) -> web.Response:
+        reply = web.json_response(
+            {"error": self.error, "details": [self.detail]}, status=self.status
+        )
+        if self.status == 408:
+            reply.force_close()  # the rest of the body may still be on its way: drop it
+        return reply
+
+
+async def _authenticate_and_parse(
+    request: web.Request, config: Config
+) -> tuple[ProducerConfig, Event]:
+    """The producer and the event, or `_Rejected`; a stranger learns nothing of the format."""
     content_type = request.content_type
     if content_type not in JSON_TYPES and content_type != FORM_TYPE:
-        return _error(415, "unsupported content type", f"{content_type or '(none)'}; send JSON")
-    limit = runtime.config.server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return _error(413, "body too large", f"over {limit} bytes")
+        shown = (content_type or "(none)")[:100]
+        raise _Rejected(415, "unsupported content type", f"{shown}; send JSON")
+    header_token = request.headers.get(HOTTOK_HEADER, "")
+    if header_token and _producer_for(config, header_token) is None:
+        raise _Rejected(401, "unauthorized", f"unknown {HOTTOK_HEADER}")
+    body = await _read_body(request, config.server.max_body_bytes, config.server.body_timeout_s)
+    fields, unreadable = _decode(body, content_type)
+    token = header_token or _text(fields.get("hottok"))
+    producer = _producer_for(config, token)
+    if producer is None:
+        raise _Rejected(401, "unauthorized", "unknown hottok" if token else "missing hottok")
+    if unreadable is not None:
+        raise _Rejected.malformed(unreadable)
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "body too large", f"over {limit} bytes")
-
-    header_token = request.headers.get("X-HOTMART-HOTTOK", "")
-    if header_token and _producer_for(runtime.config, header_token) is None:
-        return _error(401, "unauthorized", "unknown X-HOTMART-HOTTOK")
-    try:
-        try:
-            fields = _decode(body, content_type)
-        except MalformedEvent:
-            if not header_token:  # no token anywhere: a stranger learns nothing of the format
-                return _error(401, "unauthorized", "missing hottok")
-            raise
-        body_token = str(fields.get("hottok") or "")
-        producer = _producer_for(runtime.config, header_token or body_token)
-        if producer is None:
-            reason = "unknown hottok" if header_token or body_token else "missing hottok"
-            return _error(401, "unauthorized", reason)
-        event = _parse(fields, content_type)
+        return producer, _parse(fields, content_type)
     except MalformedEvent as exc:
-        return web.json_response(
-            {"error": "malformed event", "details": [{"field": exc.field, "reason": exc.reason}]},
-            status=400,
-        )
-    return await _commit(runtime, producer, event)
+        raise _Rejected.malformed(exc) from None
+
+
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | MalformedEvent:
+    """The whole body within `limit` bytes and `timeout_s`; an unreadable one as data."""
+    too_large = _Rejected(413, "body too large", f"over {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    except TimeoutError:
+        # A slow-drip sender must not hold a connection: aiohttp has no body timeout.
+        raise _Rejected(
+            408, "request timeout", f"body not received within {timeout_s:g} s"
+        ) from None
+    except web.RequestPayloadError as exc:  # e.g. a Content-Encoding that does not decode
+        return MalformedEvent("(body)", f"cannot be read: {exc.__class__.__name__}")
 
 
 async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> web.Response:
@@ -84,16 +136,15 @@ async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> w
         result = await runtime.store.ingest(new_event, runtime.clock.now_ms())
     except (StoreUnavailable, RuntimeError) as exc:
         log.error("store cannot commit event %s of %s: %s", event.id, producer.id, exc)
-        return _error(503, "store unavailable", "not stored; send again")
+        return _Rejected(503, "store unavailable", "not stored; send again").response()
     if result.deliveries:
         runtime.wake_dispatcher()
     log.info(
-        "event %s %s from %s: %s, %d to send",
+        "event %s %s from %s: %s",
         event.id,
         event.event,
         producer.id,
-        result.status,
-        result.deliveries,
+        _outcomes(result.status, decisions),
     )
     return web.json_response(
         {"status": result.status, "event_id": event.id, "deliveries": result.deliveries}
@@ -123,19 +174,48 @@ def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> N
     )
 
 
-def _decode(body: bytes, content_type: str) -> dict[str, Any]:
+def _decode(
+    body: bytes | MalformedEvent, content_type: str
+) -> tuple[dict[str, Any], MalformedEvent | None]:
+    """The fields that could be read, and why the rest could not (if so).
+
+    A form keeps its readable fields even when another is not UTF-8, so that the
+    `hottok` it carries can still tell a producer (400) from a stranger (401).
+    """
+    if isinstance(body, MalformedEvent):
+        return {}, body
     if content_type == FORM_TYPE:
-        try:
-            return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            raise MalformedEvent("(body)", "form body is not UTF-8") from None
+        return _decode_form(body)
     try:
         decoded = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise MalformedEvent("(body)", f"not JSON: {exc}") from None
+        return {}, MalformedEvent("(body)", f"not JSON: {exc}")
     if not isinstance(decoded, dict):
-        raise MalformedEvent("(body)", "expected a JSON object")
-    return decoded
+        return {}, MalformedEvent("(body)", "expected a JSON object")
+    return decoded, None
+
+
+def _decode_form(body: bytes) -> tuple[dict[str, Any], MalformedEvent | None]:
+    # Latin-1 maps each byte to one character and back, raw or percent-encoded, so every
+    # field can be checked for UTF-8 on its own instead of being mangled into U+FFFD.
+    pairs = parse_qsl(body.decode("latin-1"), keep_blank_values=True, encoding="latin-1")
+    fields: dict[str, Any] = {}
+    problem = None
+    for raw_key, raw_value in pairs:
+        try:
+            key = raw_key.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            problem = problem or MalformedEvent("(body)", _NOT_UTF8)
+            continue
+        try:
+            fields[key] = raw_value.encode("latin-1").decode("utf-8")
+        except UnicodeDecodeError:
+            problem = problem or MalformedEvent(key, _NOT_UTF8)
+    return fields, problem
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def _parse(fields: dict[str, Any], content_type: str) -> Event:
@@ -149,12 +229,25 @@ def _producer_for(config: Config, token: str) -> ProducerConfig | None:
     if not token:
         return None
     found = None
-    given = token.encode()
+    # A header may carry any bytes; aiohttp keeps the ones that are not UTF-8 as surrogates.
+    given = token.encode("utf-8", "surrogateescape")
     for producer in config.producers:
         if hmac.compare_digest(given, producer.hottok.encode()):
             found = producer
     return found
 
 
-def _error(status: int, error: str, detail: str) -> web.Response:
-    return web.json_response({"error": error, "details": [detail]}, status=status)
+def _outcomes(status: str, decisions: list[Decision]) -> str:
+    """`accepted; K123/email pending, P000/email withheld`: ids, codes and statuses only."""
+    if status == "duplicate":
+        return status
+    shown = [
+        "no affiliate"
+        if d.outcome is Outcome.IGNORED
+        else f"{d.affiliate_code}{'/' + d.channel if d.channel else ''} "
+        f"{_STATUS_OF_OUTCOME[d.outcome].value}"
+        for d in decisions[:_DECISIONS_LOGGED]
+    ]
+    if len(decisions) > _DECISIONS_LOGGED:
+        shown.append(f"+{len(decisions) - _DECISIONS_LOGGED} more")
+    return f"{status}; {', '.join(shown)}"

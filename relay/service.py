@@ -186,7 +186,7 @@ def wake_server(db_path: Path) -> bool:
 
 def serve(config: Config) -> None:
     """Run HTTP ingest and the dispatcher until SIGTERM/SIGINT; then drain and return."""
-    from aiohttp import web
+    from relay.http_server import serve_until_stopped
 
     app = make_app(
         lambda: running_service(config, wake_on_signal=True),
@@ -194,17 +194,8 @@ def serve(config: Config) -> None:
         ingest_path=config.server.path,
     )
     with single_instance(config.resolve_path(config.storage.sqlite_path)):
-        log.info(
-            "relay listening on http://%s:%d%s",
-            config.server.host,
-            config.server.port,
-            config.server.path,
-        )
-        web.run_app(
-            app,
-            host=config.server.host,
-            port=config.server.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=config.delivery.shutdown_grace_s,
+        asyncio.run(
+            serve_until_stopped(
+                app, config.server, shutdown_timeout_s=config.delivery.shutdown_grace_s
+            )
         )

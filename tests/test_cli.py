@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,18 @@ import pytest
 
 from relay.cli import main
 from relay.config import Config
+from relay.logs import uninstall
 from tests.conftest import SECRET, build_config, fixture_json, runtime_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_delivery import settled
 from tests.test_ingest import post_json
+
+
+@pytest.fixture(autouse=True)
+def _log_handler_removed_after() -> Iterator[None]:
+    """`main` installs the relay's log handler for good; a test leaves none behind."""
+    yield
+    uninstall()
 
 
 def write_toml(config_dict: dict[str, Any], path: Path) -> Path:
@@ -294,3 +303,85 @@ def test_config_may_come_before_or_after_the_command(
     monkeypatch.delenv("RELAY_CONFIG")
     assert main(["check-config"]) == 0  # ./relay.toml
     assert capsys.readouterr().out.count("config ok") == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["history", "--since", "banana"], "'banana' is neither a duration ago"),
+        (["history", "--since", "0000-01-01"], "--since"),
+        (["history", "--limit", "0"], "must be a whole number of 1 or more"),
+        (["history", "--limit", "many"], "--limit"),
+        (["history", "--before", "-3"], "--before"),
+        (["history", "--status", "lost"], "--status"),
+        (["history", "--channel", "fax"], "--channel"),
+        (["replay", "--failed", "--since", "banana"], "'banana'"),
+        (["show", "seven"], "seven"),
+        (["replay", "1", "x"], "'x'"),
+    ],
+)
+def test_a_flag_value_that_does_not_parse_is_a_clear_error_and_exit_2(
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    says: str,
+) -> None:
+    path = write_toml(config_dict, tmp_path / "relay.toml")
+    assert main(["--config", str(path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "error:" in err and says in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"relay {version('relay')}"
+
+
+async def test_history_finds_an_event_by_transaction_or_hotmart_id(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    for name in ("billet_printed_oxxo.json", "billet_printed_baloto.json"):
+        await post_json(client, fixture_json(name))
+    capsys.readouterr()
+
+    assert await run_cli(path, "history", "--transaction", "HP1764271200123", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["transaction_code"] for r in rows} == {"HP1764271200123"}
+
+    oxxo_id = fixture_json("billet_printed_oxxo.json")["id"]
+    assert await run_cli(path, "history", "--hotmart-id", oxxo_id, "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["hotmart_id"] for r in rows} == {oxxo_id}
+
+    both = ("--hotmart-id", oxxo_id, "--transaction", "HP1764271300456")
+    assert await run_cli(path, "history", *both) == 0
+    assert capsys.readouterr().out.strip() == "no deliveries match these filters"
+
+
+async def test_an_empty_history_says_why_it_is_empty(
+    relay_client: Any,
+    config_dict: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, path = await serving(relay_client, config_dict, tmp_path)
+    capsys.readouterr()
+    assert await run_cli(path, "history") == 0
+    assert capsys.readouterr().out.strip() == "no deliveries yet"
+    assert await run_cli(path, "history", "--affiliate", "K12345678M") == 0
+    assert capsys.readouterr().out.strip() == "no deliveries yet"  # nothing at all, filter or not
+
+    await post_json(client, fixture_json("billet_printed_oxxo.json"))
+    for argv in (["--affiliate", "NOPE"], ["--status", "failed"], ["--since", "2030-01-01"]):
+        assert await run_cli(path, "history", *argv) == 0
+        assert capsys.readouterr().out.strip() == "no deliveries match these filters"
+    assert await run_cli(path, "history", "--affiliate", "NOPE", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == []

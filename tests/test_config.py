@@ -804,3 +804,78 @@ def test_cli_check_config_example_exits_0(tmp_path: Path) -> None:
     result = run_check_config(EXAMPLE, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+# --- strict booleans and the warnings check-config prints -------------------------------------
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "sim", 1, 0, "false", "", 1.0])
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [
+        (lambda r: affiliate(r), "buyer_data"),
+        (lambda r: affiliate(r)["destinations"][0], "enabled"),
+        (lambda r: r.setdefault("delivery", {}), "allow_private_networks"),
+    ],
+    ids=["buyer_data", "enabled", "allow_private_networks"],
+)
+def test_booleans_must_be_booleans(value: object, where: Any, key: str) -> None:
+    raw = minimal()
+    where(raw)[key] = value
+    found = problems(raw)
+    assert len(found) == 1
+    path, reason = found[0]
+    assert path.endswith(key)
+    assert "true or false" in reason
+
+
+def test_allow_http_must_be_a_boolean_and_a_bad_one_does_not_open_http() -> None:
+    raw = with_webhook("http://hooks.example.com/x", allow_http="yes")
+    assert sorted(paths(raw)) == [f"{AFF}.destinations.0.allow_http"]
+    raw = with_webhook("http://hooks.example.com/x", allow_http=True)
+    assert parse(raw).producers[0].affiliates[0].destinations[0].enabled is True
+
+
+def test_a_boolean_from_the_environment_is_refused_with_a_reason() -> None:
+    raw = minimal()
+    affiliate(raw)["buyer_data"] = "env:ANA_BUYER_DATA"
+    ((path, reason),) = problems(raw, {"ANA_BUYER_DATA": "true"})
+    assert path == f"{AFF}.buyer_data" and "true or false" in reason
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    from tests.test_cli import write_toml
+
+    return write_toml(raw, tmp_path / "relay.toml")
+
+
+def test_buyer_data_without_destinations_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    raw = minimal()
+    raw["producers"][0]["affiliates"].append({"code": "EMPTY1", "buyer_data": True})
+    raw["producers"][0]["affiliates"].append({"code": "EMPTY2"})  # not permitted: nothing to say
+    result = run_check_config(write_config(tmp_path, raw), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "config ok" in result.stdout and "1 warning" in result.stdout
+    (warning,) = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "producers.0.affiliates.1" in warning and "no destinations" in warning
+    assert "EMPTY2" not in result.stderr
+
+
+def test_a_template_file_that_matches_no_template_name_is_a_warning(tmp_path: Path) -> None:
+    overrides = tmp_path / "acme-templates"
+    (overrides / "old").mkdir(parents=True)
+    (overrides / "billet_printed.es.html").write_text("<p>{{ event.product.name }}</p>")
+    (overrides / "billet_printed.es.htm").write_text("typo")
+    (overrides / "old" / "webhook.json").write_text("{}")
+    (overrides / ".billet_printed.es.html.swp").write_text("editor noise")
+    raw = minimal()
+    raw["producers"][0]["templates_dir"] = str(overrides)
+    result = run_check_config(write_config(tmp_path, raw), tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("warning:"))
+    assert len(warnings) == 2, result.stderr
+    assert "billet_printed.es.htm matches no template name" in warnings[0]
+    assert "did you mean billet_printed.es.html" in warnings[0]
+    assert "old/webhook.json matches no template name" in warnings[1]
+    assert all("producers.0.templates_dir" in w for w in warnings)
+    assert "2 warnings" in result.stdout

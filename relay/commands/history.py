@@ -34,11 +34,18 @@ async def history(config: Config, args: argparse.Namespace) -> int:
         since_ms=since_ms,
         before_id=args.before,
         limit=args.limit,
+        transaction_code=args.transaction,
+        hotmart_id=args.hotmart_id,
     )
     async with open_store(config) as store:
         rows = await store.history(query)
+        # An empty answer to a filter says whether the filter or the store is empty.
+        filtered = query != HistoryFilter(limit=query.limit)
+        nothing_yet = not rows and (not filtered or not await store.history(HistoryFilter(limit=1)))
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=2))
+    elif not rows:
+        print("no deliveries yet" if nothing_yet else "no deliveries match these filters")
     else:
         print(format_table(rows))
         if len(rows) == query.limit:
@@ -47,8 +54,6 @@ async def history(config: Config, args: argparse.Namespace) -> int:
 
 
 def format_table(rows: list[DeliveryRow]) -> str:
-    if not rows:
-        return "no deliveries yet"
     cells = [
         (
             str(r.id),

@@ -176,6 +176,8 @@ class HistoryFilter:
     since_ms: int | None = None
     before_id: int | None = None  # keyset pagination: rows with id < before_id
     limit: int = 50
+    transaction_code: str | None = None  # Hotmart's purchase transaction, e.g. HP1764271200123
+    hotmart_id: str | None = None  # Hotmart's event id
 
 
 @dataclass(frozen=True)

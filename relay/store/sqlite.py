@@ -265,6 +265,8 @@ class SqliteStore:
             "since_ms": query.since_ms,
             "before_id": query.before_id,
             "limit": query.limit,
+            "transaction_code": query.transaction_code,
+            "hotmart_id": query.hotmart_id,
         }
         rows = await self.run(lambda c: c.execute(Q["history"], params).fetchall())
         return [DeliveryRow(*row) for row in rows]

@@ -185,6 +185,8 @@ WHERE (:status IS NULL OR d.status = :status)
   AND (:channel IS NULL OR d.channel = :channel)
   AND (:since_ms IS NULL OR d.created_at_ms >= :since_ms)
   AND (:before_id IS NULL OR d.id < :before_id)
+  AND (:transaction_code IS NULL OR e.transaction_code = :transaction_code)
+  AND (:hotmart_id IS NULL OR e.hotmart_id = :hotmart_id)
 ORDER BY d.id DESC
 LIMIT :limit;
 
