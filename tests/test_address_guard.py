@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from relay.channels.address_guard import (
     AddressRefusedError,
@@ -13,6 +12,7 @@ from relay.channels.address_guard import (
     is_forbidden_address,
     parse_ip_literal,
 )
+from tests.peers import FixedResolver
 
 
 def _forbidden(literal: str) -> bool:
@@ -66,26 +66,8 @@ def test_ipv6_forms_that_reach_a_public_ipv4_host_are_allowed(address: str) -> N
     assert not _forbidden(address)
 
 
-class _FixedResolver(AbstractResolver):
-    """A DNS answer chosen by the test: the seam the guard wraps."""
-
-    def __init__(self, *addresses: str) -> None:
-        self._addresses = addresses
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=address, port=port, family=family, proto=0, flags=0)
-            for address in self._addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
 async def test_a_name_resolving_to_6to4_or_nat64_of_loopback_is_refused() -> None:
-    resolver = GuardedResolver(_FixedResolver("2002:7f00:1::", "64:ff9b::7f00:1"))
+    resolver = GuardedResolver(FixedResolver("2002:7f00:1::", "64:ff9b::7f00:1"))
 
     with pytest.raises(AddressRefusedError) as caught:
         await resolver.resolve("rebind.example", 443, socket.AF_INET6)
@@ -94,7 +76,7 @@ async def test_a_name_resolving_to_6to4_or_nat64_of_loopback_is_refused() -> Non
 
 
 async def test_a_name_resolving_to_nat64_of_a_public_host_is_kept() -> None:
-    resolver = GuardedResolver(_FixedResolver("2002:a00:1::", "64:ff9b::5db8:d822"))
+    resolver = GuardedResolver(FixedResolver("2002:a00:1::", "64:ff9b::5db8:d822"))
 
     results = await resolver.resolve("dns64.example", 443, socket.AF_INET6)
 
