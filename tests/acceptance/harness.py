@@ -389,6 +389,15 @@ class Relay:
         Path(f"/proc/{self.pid}/clear_refs").write_text("5")
 
 
+def outcome_line(fault: str, row: Any, detail: dict[str, Any]) -> str:
+    """One row of the fault matrix: what the store recorded for the fault's delivery."""
+    attempts = ", ".join(
+        f"{a['outcome']} {a['status_code'] if a['status_code'] is not None else '-'}"
+        for a in detail["attempts"]
+    )
+    return f"{fault}: {row['status']} after {len(detail['attempts'])} attempt(s) [{attempts}]"
+
+
 @contextlib.contextmanager
 def running(relay: Relay) -> Iterator[Relay]:
     relay.start()

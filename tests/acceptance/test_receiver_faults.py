@@ -20,6 +20,7 @@ from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import (
     Relay,
     Sink,
+    outcome_line,
     relay_config,
     running,
     slip_event,
@@ -67,7 +68,9 @@ def relay(workdir: Path, sink: Sink) -> Iterator[Relay]:
         yield started
 
 
-def deliver(relay: Relay, fault: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+def deliver(
+    relay: Relay, fault: str, figures: Figures
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
     """Post one slip for the fault's affiliate; return its delivery once settled, the
     detail `relay show --json` gives, and the relay's memory before and at its peak."""
     relay.reset_peak_memory()
@@ -80,6 +83,7 @@ def deliver(relay: Relay, fault: str) -> tuple[dict[str, Any], dict[str, Any], d
     )
     detail = relay.show(row["id"])
     peak = relay.memory_kb()["VmHWM"]
+    figures.add(outcome_line(fault, row, detail))
     return dict(row), detail, {"before_kb": before, "peak_kb": peak}
 
 
@@ -96,7 +100,7 @@ def outcomes(detail: dict[str, Any]) -> list[tuple[str, int | None]]:
 def test_500_is_retried_then_failed(relay: Relay, sink: Sink, figures: Figures) -> None:
     sink.script("/hook/status-500", default={"status": 500, "body": "boom"})
 
-    row, detail, memory = deliver(relay, "status-500")
+    row, detail, memory = deliver(relay, "status-500", figures)
 
     assert row["status"] == "failed"
     assert outcomes(detail) == [("transient", 500)] * ATTEMPTS
@@ -112,7 +116,7 @@ def test_503_with_retry_after_is_honoured(relay: Relay, sink: Sink, figures: Fig
         default={"status": 200},
     )
 
-    row, detail, memory = deliver(relay, "status-503")
+    row, detail, memory = deliver(relay, "status-503", figures)
 
     assert row["status"] == "delivered"
     assert outcomes(detail) == [("transient", 503), ("success", 200)]
@@ -126,7 +130,7 @@ def test_503_with_retry_after_is_honoured(relay: Relay, sink: Sink, figures: Fig
 def test_429_is_retried(relay: Relay, sink: Sink, figures: Figures) -> None:
     sink.script("/hook/status-429", {"status": 429}, default={"status": 200})
 
-    row, detail, memory = deliver(relay, "status-429")
+    row, detail, memory = deliver(relay, "status-429", figures)
 
     assert row["status"] == "delivered"
     assert outcomes(detail) == [("transient", 429), ("success", 200)]
@@ -138,7 +142,7 @@ def test_410_fails_at_once_and_disables_the_destination(
 ) -> None:
     sink.script("/hook/status-410", default={"status": 410})
 
-    row, detail, memory = deliver(relay, "status-410")
+    row, detail, memory = deliver(relay, "status-410", figures)
 
     assert row["status"] == "failed"
     assert outcomes(detail) == [("permanent", 410)]
@@ -157,7 +161,7 @@ def test_redirect_is_a_failure_and_never_followed(
     elsewhere = sink.url(f"/followed/{code}")
     sink.script(f"/hook/{fault}", default={"status": code, "headers": {"Location": elsewhere}})
 
-    row, detail, memory = deliver(relay, fault)
+    row, detail, memory = deliver(relay, fault, figures)
 
     assert row["status"] == "failed"
     assert [outcome for outcome, _ in outcomes(detail)] == ["transient"] * ATTEMPTS
@@ -172,7 +176,7 @@ def test_a_reply_slower_than_the_timeout_is_a_timeout(
 ) -> None:
     sink.script("/hook/timeout", default={"delay_s": 3 * TIMEOUT_S})
 
-    row, detail, memory = deliver(relay, "timeout")
+    row, detail, memory = deliver(relay, "timeout", figures)
 
     assert row["status"] == "failed"
     assert outcomes(detail) == [("transient", None)] * ATTEMPTS
@@ -183,7 +187,7 @@ def test_a_reply_slower_than_the_timeout_is_a_timeout(
 def test_a_connection_reset_is_retried(relay: Relay, sink: Sink, figures: Figures) -> None:
     sink.script("/hook/reset", {"reset": True}, default={"status": 200})
 
-    row, detail, memory = deliver(relay, "reset")
+    row, detail, memory = deliver(relay, "reset", figures)
 
     assert row["status"] == "delivered"
     assert outcomes(detail) == [("transient", None), ("success", 200)]
@@ -196,7 +200,7 @@ def test_a_receiver_that_accepts_and_never_answers_times_out(
 ) -> None:
     accepted_before = sink.hang_counts()["accepted"]
 
-    row, detail, memory = deliver(relay, "no-answer")
+    row, detail, memory = deliver(relay, "no-answer", figures)
 
     assert row["status"] == "failed"
     assert outcomes(detail) == [("transient", None)] * ATTEMPTS
@@ -218,7 +222,7 @@ def test_a_slow_drip_reply_is_cut_at_the_timeout(
     """Headers at once, then one byte every 100 ms for 1,000 s: the attempt still ends."""
     sink.script("/hook/slow-drip", default={"drip": {"interval_s": 0.1, "chunks": 10_000}})
 
-    row, detail, memory = deliver(relay, "slow-drip")
+    row, detail, memory = deliver(relay, "slow-drip", figures)
 
     assert row["status"] == "failed"
     assert [outcome for outcome, _ in outcomes(detail)] == ["transient"] * ATTEMPTS
@@ -231,7 +235,7 @@ def test_a_10_mb_reply_is_read_only_up_to_the_excerpt(
 ) -> None:
     sink.script("/hook/huge-reply", default={"status": 200, "big_bytes": 10 * 1024 * 1024})
 
-    row, detail, memory = deliver(relay, "huge-reply")
+    row, detail, memory = deliver(relay, "huge-reply", figures)
 
     assert row["status"] == "delivered"
     (attempt,) = detail["attempts"]
@@ -253,7 +257,7 @@ def test_a_reply_that_is_not_utf8_is_stored_readably(
         },
     )
 
-    row, detail, memory = deliver(relay, "bad-utf8")
+    row, detail, memory = deliver(relay, "bad-utf8", figures)
 
     assert row["status"] == "delivered"
     (attempt,) = detail["attempts"]
@@ -264,7 +268,7 @@ def test_a_reply_that_is_not_utf8_is_stored_readably(
 def test_a_tls_certificate_nobody_vouches_for_is_refused(
     relay: Relay, sink: Sink, figures: Figures
 ) -> None:
-    row, detail, memory = deliver(relay, "bad-tls")
+    row, detail, memory = deliver(relay, "bad-tls", figures)
 
     assert row["status"] == "failed"
     assert outcomes(detail) == [("transient", None)] * ATTEMPTS
