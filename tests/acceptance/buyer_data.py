@@ -36,8 +36,10 @@ def buyer_values() -> frozenset[str]:
         else:
             form = dict(parse_qsl(text.strip()))
             values.update(form.get(key, "") for key in ("email", "name"))
+            # The number alone ("12345678") would also match an affiliate code such as
+            # K12345678M: only the full number with its area code names the buyer.
             number = form.get("phone_checkout_number", "")
-            phones.update({number, form.get("phone_checkout_local_code", "") + number})
+            phones.add(form.get("phone_checkout_local_code", "") + number)
     for email in [v for v in values if "@" in v]:
         values.add(email.split("@")[0])  # the local part alone still names the buyer
     for phone in phones:
