@@ -200,10 +200,14 @@ class Smtp:
 # -- the relay ---------------------------------------------------------------------------
 
 
-def relay_config(tmp_path: Path, *, port: int | None = None, **delivery: Any) -> dict[str, Any]:
-    """The shared test config (tests/conftest.py) on its own port, with short retries."""
-    raw = base_config_dict(tmp_path)
+def relay_config(
+    workdir: Path, *, name: str = "relay", port: int | None = None, **delivery: Any
+) -> dict[str, Any]:
+    """The shared test config (tests/conftest.py) on its own port and files, short retries."""
+    raw = base_config_dict(workdir)
     raw["server"] = {"port": port or free_port()}
+    raw["storage"]["sqlite_path"] = str(workdir / f"{name}.sqlite3")
+    raw["email"]["maildir"] = str(workdir / f"{name}-mail")
     raw["delivery"].update({"retry_delays": ["50ms"] * 4, **delivery})
     return raw
 

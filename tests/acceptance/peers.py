@@ -238,6 +238,7 @@ class Mail:
     rcpt_tos: list[str]
     message_id: str
     subject: str
+    header_names: list[str]
     arrived: float
     answer: str
 
@@ -261,13 +262,14 @@ class SmtpPeer:
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
         queue = self.script.replies.get(rcpt)
         answer = queue.popleft() if queue else "250 OK"
-        headers = _headers_of(envelope.content)
+        headers, names = _headers_of(envelope.content)
         self.mails.append(
             Mail(
                 seq=len(self.mails),
                 rcpt_tos=list(envelope.rcpt_tos),
                 message_id=headers.get("message-id", ""),
                 subject=headers.get("subject", ""),
+                header_names=names,
                 arrived=time.monotonic(),
                 answer=answer,
             )
@@ -291,14 +293,17 @@ class SmtpPeer:
         return web.json_response([asdict(m) for m in self.mails])
 
 
-def _headers_of(content: bytes) -> dict[str, str]:
+def _headers_of(content: bytes) -> tuple[dict[str, str], list[str]]:
+    """The first value of each header, and every header name in order (repeats kept)."""
     head = content.split(b"\r\n\r\n", 1)[0].decode("utf-8", errors="replace")
     headers: dict[str, str] = {}
+    names: list[str] = []
     for line in head.split("\r\n"):
         name, sep, value = line.partition(":")
         if sep and not line[:1].isspace():
+            names.append(name.strip().lower())
             headers.setdefault(name.strip().lower(), value.strip())
-    return headers
+    return headers, names
 
 
 class BrokenStartTls(SMTP):
