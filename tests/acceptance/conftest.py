@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.harness import PeerProcess, Sink, peer
+from tests.acceptance.harness import PeerProcess, Sink, Smtp, peer
 
 _FIGURES = pytest.StashKey[list[str]]()
 
@@ -53,3 +53,9 @@ def sink_process(workdir: Path) -> Iterator[PeerProcess]:
 @pytest.fixture(scope="module")
 def sink(sink_process: PeerProcess) -> Sink:
     return Sink(sink_process)
+
+
+@pytest.fixture(scope="module")
+def smtp(workdir: Path) -> Iterator[Smtp]:
+    with peer("smtp", workdir) as process:
+        yield Smtp(process)

@@ -19,7 +19,6 @@ from tests.acceptance.harness import (
     Sink,
     Smtp,
     outcome_line,
-    peer,
     relay_config,
     running,
     slip_event,
@@ -30,12 +29,6 @@ from tests.acceptance.harness import (
 SETTLE_S = 30.0
 # A slip's webhook body is about 2 kB; no input may make one much larger (issue 6 defect 1).
 MAX_WEBHOOK_BODY_BYTES = 64 * 1024
-
-
-@pytest.fixture(scope="module")
-def smtp(workdir: Path) -> Iterator[Smtp]:
-    with peer("smtp", workdir) as process:
-        yield Smtp(process)
 
 
 HOOKS = ("hook-inject", "hook-url", "hook-price", "hook-denied")

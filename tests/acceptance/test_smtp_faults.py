@@ -75,12 +75,6 @@ PLAIN_CODES = ["smtp-421", "smtp-451", "smtp-550"]
 
 
 @pytest.fixture(scope="module")
-def smtp(workdir: Path) -> Iterator[Smtp]:
-    with peer("smtp", workdir) as process:
-        yield Smtp(process)
-
-
-@pytest.fixture(scope="module")
 def relay(workdir: Path, smtp: Smtp) -> Iterator[Relay]:
     raw = smtp_relay_config(workdir, smtp.port, PLAIN_CODES)
     with running(Relay.from_config(raw, workdir)) as started:
