@@ -246,8 +246,14 @@ def relay(workdir: Path, sink: Sink) -> Iterator[Relay]:
 
 
 class Tally:
+    """Replies per status, per test: the figures of a fuzz run."""
+
     def __init__(self) -> None:
-        self.statuses: Counter[int] = Counter()
+        self.statuses: dict[str, Counter[int]] = {}
+
+    def count(self, status: int) -> None:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split(" ")[0]
+        self.statuses.setdefault(test, Counter())[status] += 1
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +278,7 @@ def judge(status: int, headers: dict[str, str], body: bytes) -> None:
 
 def _send(relay: Relay, tally: Tally, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     status, reply_headers, reply_body = raw_post(relay.port, headers, body)
-    tally.statuses[status] += 1
+    tally.count(status)
     judge(status, reply_headers, reply_body)
 
 
@@ -305,9 +311,9 @@ def test_generated_token_headers_get_a_json_4xx(
 
 def test_fuzz_figures(relay: Relay, tally: Tally, figures: Figures) -> None:
     """Runs last in this module: the inputs sent and what came back, for the record."""
-    total = sum(tally.statuses.values())
-    figures.add(
-        f"fuzz: {total} inputs, statuses {dict(sorted(tally.statuses.items()))}, "
-        f"relay alive: {relay.proc is not None and relay.proc.poll() is None}"
-    )
-    assert total > 0
+    for test, statuses in tally.statuses.items():
+        figures.add(
+            f"{test}: {sum(statuses.values())} inputs, statuses {dict(sorted(statuses.items()))}"
+        )
+    assert relay.proc is not None and relay.proc.poll() is None, "the relay died"
+    assert tally.statuses
