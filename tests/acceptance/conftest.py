@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.harness import PeerProcess, Sink, Smtp, peer
+from tests.acceptance.peer_control import PeerProcess, Sink, Smtp, peer
 
 _FIGURES = pytest.StashKey[list[str]]()
 

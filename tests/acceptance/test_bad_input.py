@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.acceptance.conftest import Figures
-from tests.acceptance.harness import Relay, Sink, relay_config, running, slip_event, wait_for
+from tests.acceptance.harness import Relay, relay_config, running, slip_event, wait_for
+from tests.acceptance.peer_control import Sink
 from tests.conftest import HOTTOK, SECRET, fixture_json, fixture_text
 
 FUZZ_EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "0"))

@@ -20,13 +20,13 @@ import pytest
 from tests.acceptance.harness import (
     REPO,
     Relay,
-    Sink,
     relay_config,
     running,
     slip_event,
     wait_for,
     webhook_affiliate,
 )
+from tests.acceptance.peer_control import Sink
 
 SETTLE_S = 60.0
 HOLD_S = 40.0  # the sink answers a held request after this, if the test never releases it

@@ -23,15 +23,8 @@ from typing import Any
 import pytest
 
 from tests.acceptance.conftest import Figures
-from tests.acceptance.harness import (
-    Relay,
-    Sink,
-    Smtp,
-    peer,
-    relay_config,
-    slip_event,
-    wait_for,
-)
+from tests.acceptance.harness import Relay, relay_config, slip_event, wait_for
+from tests.acceptance.peer_control import Sink, Smtp, peer
 from tests.conftest import SECRET
 
 EVENTS = 1_000

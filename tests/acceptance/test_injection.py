@@ -16,8 +16,6 @@ import pytest
 from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import (
     Relay,
-    Sink,
-    Smtp,
     outcome_line,
     relay_config,
     running,
@@ -25,6 +23,7 @@ from tests.acceptance.harness import (
     wait_for,
     webhook_affiliate,
 )
+from tests.acceptance.peer_control import Sink, Smtp
 
 SETTLE_S = 30.0
 # A slip's webhook body is about 2 kB; no input may make one much larger (issue 6 defect 1).

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from tests.acceptance.harness import (
     Relay,
-    Sink,
     relay_config,
     running,
     slip_event,
     wait_for,
     webhook_affiliate,
 )
+from tests.acceptance.peer_control import Sink
 
 SETTLE_S = 30.0
 

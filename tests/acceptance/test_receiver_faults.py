@@ -19,7 +19,6 @@ from relay.channels.base import MAX_RESPONSE_EXCERPT_BYTES
 from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import (
     Relay,
-    Sink,
     outcome_line,
     relay_config,
     running,
@@ -27,6 +26,7 @@ from tests.acceptance.harness import (
     wait_for,
     webhook_affiliate,
 )
+from tests.acceptance.peer_control import Sink
 
 TIMEOUT_S = 1.0  # delivery.timeout of this relay: the slow faults take longer than this
 RETRY_AFTER_S = 1

@@ -11,14 +11,13 @@ import pytest
 from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import (
     Relay,
-    Smtp,
     outcome_line,
-    peer,
     relay_config,
     running,
     slip_event,
     wait_for,
 )
+from tests.acceptance.peer_control import Smtp, peer
 from tests.peers import free_port
 
 SETTLE_S = 30.0

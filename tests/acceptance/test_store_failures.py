@@ -24,13 +24,13 @@ from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import (
     Relay,
     Reply,
-    Sink,
     http_request,
     relay_config,
     running,
     slip_event,
     wait_for,
 )
+from tests.acceptance.peer_control import Sink
 from tests.conftest import SECRET
 
 SETTLE_S = 30.0
