@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiosmtpd.controller import Controller
 
 
@@ -146,3 +147,21 @@ async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.01)
+
+
+class FixedResolver(AbstractResolver):
+    """A DNS answer chosen by the test: the seam the SSRF guard wraps."""
+
+    def __init__(self, *addresses: str) -> None:
+        self._addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=address, port=port, family=family, proto=0, flags=0)
+            for address in self._addresses
+        ]
+
+    async def close(self) -> None:
+        pass

@@ -12,7 +12,6 @@ from email.utils import format_datetime
 
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook
@@ -30,6 +29,7 @@ from relay.channels.base import (
     WebhookMessage,
 )
 from relay.channels.webhook import WebhookChannel, open_webhook_channel, parse_retry_after_s
+from tests.peers import FixedResolver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 BODY = b'{"event": "BILLET_PRINTED", "buyer": {"email": "buyer@example.com"}}'
@@ -327,26 +327,8 @@ async def test_guarded_resolver_refuses_a_name_that_resolves_to_loopback() -> No
     assert caught.value.host == "localhost"
 
 
-class _FixedResolver(AbstractResolver):
-    """A DNS answer chosen by the test: the seam the guard wraps."""
-
-    def __init__(self, *addresses: str) -> None:
-        self._addresses = addresses
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(hostname=host, host=address, port=port, family=family, proto=0, flags=0)
-            for address in self._addresses
-        ]
-
-    async def close(self) -> None:
-        pass
-
-
 async def test_guarded_resolver_keeps_only_public_addresses() -> None:
-    resolver = GuardedResolver(_FixedResolver("10.0.0.5", "93.184.216.34", "169.254.169.254"))
+    resolver = GuardedResolver(FixedResolver("10.0.0.5", "93.184.216.34", "169.254.169.254"))
 
     results = await resolver.resolve("mixed.example", 443)
 

@@ -2,7 +2,8 @@
 
 Each file is written to tmp/ and renamed into new/, so a reader never sees half a
 message. The name comes from the message id, so a retry replaces the file it
-wrote before instead of adding a duplicate.
+wrote before instead of adding a duplicate. Messages carry buyer data, so files are
+0600 and the folders the relay creates 0700, whatever the umask.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from relay.channels.mime import build_message
 # Comfortably under the 255-byte name limit of common filesystems, ".eml" included.
 MAX_NAME_STEM_CHARS = 150
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# Each message holds buyer data: readable by the relay's own user only, like the store.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
 
 
 class Maildir:
@@ -57,14 +61,19 @@ def file_name(message_id: str) -> str:
 
 
 def _write_atomically(root: Path, name: str, content: bytes) -> Path:
+    # The maildir's own folders are made private; the folders above it are the operator's.
+    root.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     for sub in ("tmp", "new", "cur"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+        (root / sub).mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
     staging = root / "tmp" / name
     final = root / "new" / name
-    with staging.open("wb") as handle:
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        # A staging file left by a crash keeps its old mode through O_CREAT: set it.
+        os.fchmod(fd, PRIVATE_FILE_MODE)
         handle.write(content)
         handle.flush()
-        os.fsync(handle.fileno())
+        os.fsync(fd)
     os.rename(staging, final)
     _fsync_dir(final.parent)  # make the rename itself survive a crash
     return final
