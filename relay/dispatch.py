@@ -159,6 +159,15 @@ class Dispatcher:
         )
         for unreadable in claim.unreadable:
             log.error("delivery %d failed without an attempt: %s", unreadable.id, unreadable.reason)
+        if self._stopping and claim.deliveries:
+            # drain() began while this claim was in the store, and it waits only for what
+            # was in flight then: an attempt started now could reach the receiver and be
+            # cut off unrecorded, so a restart would send it twice. Start nothing; the
+            # rows stay leased to us and the next start hands them back, never sent.
+            log.info(
+                "stopping: %d claimed deliveries left for the next start", len(claim.deliveries)
+            )
+            return 0, claim.next_due_at_ms
         for delivery in claim.deliveries:
             self._start(delivery)
         return len(claim.deliveries), claim.next_due_at_ms

@@ -57,12 +57,6 @@ async def within(window_s: float, condition: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 4 (drain): Dispatcher._claim_and_start starts what a claim "
-    "returns even after drain() took its list of tasks in flight; the store closes under "
-    "that attempt, which is sent but never recorded; fixed on the ENGINE branch",
-)
 async def test_drain_waits_for_what_a_late_claim_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -294,11 +294,6 @@ def test_generated_requests_get_200_or_a_json_4xx(
     _send(relay, tally, headers, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 6: a X-HOTMART-HOTTOK header with non-UTF-8 bytes raises "
-    "UnicodeEncodeError in the token comparison: 500 in plain text; fixed on the EDGE branch",
-)
 @SETTINGS
 @given(token=header_bytes, body=bodies)
 @example(token=b"\xff\xfe", body=json.dumps(fixture_json("billet_printed_oxxo.json")).encode())

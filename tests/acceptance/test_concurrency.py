@@ -84,11 +84,6 @@ def at_most_one_in_flight(
     assert overlaps(hits) == [], timeline
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 4: `relay replay ID` requeues a pending row and clears its "
-    "lease while the server is sending it, so both send it; fixed on the ENGINE branch",
-)
 @pytest.mark.timeout(3 * SETTLE_S)
 def test_replaying_a_delivery_in_flight_never_sends_it_twice_at_once(
     relay: Relay, sink: Sink
@@ -118,11 +113,6 @@ def test_replaying_a_delivery_in_flight_never_sends_it_twice_at_once(
                 process.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 4: a lease that runs out mid-attempt lets the dispatcher claim "
-    "its own row in flight again: two POSTs under one webhook-id; fixed on the ENGINE branch",
-)
 @pytest.mark.timeout(3 * SETTLE_S)
 def test_a_lease_shorter_than_the_attempt_never_sends_it_twice_at_once(
     relay: Relay, sink: Sink

@@ -204,13 +204,6 @@ def test_kill_9_three_times_loses_nothing(tmp_path: Path, figures: Figures) -> N
     check_run(run, figures, "kill -9")
 
 
-@pytest.mark.xfail(
-    strict=False,  # a race: it shows in about one run in eight, so it cannot be strict
-    reason="issue 6 defect 4 (drain): a claim still running when SIGTERM arrives starts "
-    "attempts after drain() took its list of tasks in flight; they are sent while the store "
-    "closes, are not recorded ('attempt not recorded (RuntimeError)') and are sent again "
-    "after the restart; fixed on the ENGINE branch",
-)
 @pytest.mark.timeout(2 * RUN_BOUND_S + 60)
 def test_sigterm_three_times_duplicates_nothing(tmp_path: Path, figures: Figures) -> None:
     def sigterm(relay: Relay) -> None:

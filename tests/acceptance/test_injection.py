@@ -106,11 +106,6 @@ def test_an_affiliate_without_buyer_data_gets_nothing(relay: Relay, sink: Sink) 
     assert sink.hits("/hook-denied") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 5: a malformed slip URL makes urlsplit raise during rendering; "
-    "the attempt is an internal error, retried, then failed; fixed on the PAYLOADS branch",
-)
 def test_a_malformed_slip_url_still_sends_the_code(
     relay: Relay, sink: Sink, figures: Figures
 ) -> None:
@@ -128,11 +123,6 @@ def test_a_malformed_slip_url_still_sends_the_code(
     assert health["consecutive_failures"] == 0  # the event's fault, not the receiver's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 1: a price such as 1E+1000000 is accepted and expanded into a "
-    "megabyte of digits in the webhook body; fixed on the PAYLOADS branch",
-)
 @pytest.mark.parametrize("price", ["1E+1000000", "-1E-1000000"])
 def test_a_poisoned_price_is_unknown_and_the_body_stays_small(
     relay: Relay, sink: Sink, figures: Figures, price: str
@@ -152,11 +142,6 @@ def test_a_poisoned_price_is_unknown_and_the_body_stays_small(
     assert json.loads(hit["body"])["purchase"]["price"]["value"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 7: the event id is logged as it came, so a newline in it forges "
-    "a log line; fixed on the EDGE branch",
-)
 def test_an_event_id_cannot_forge_a_log_line(relay: Relay) -> None:
     forged = "2026-11-29 03:00:00,000 WARNING relay.attempt: destination acme/x/0 disabled"
     event = slip_event("hook-denied")  # withheld: only ingest logs it

@@ -233,11 +233,6 @@ def _readiness(relay: Relay) -> dict[str, int]:
     return {path: http_request(relay.port, "GET", path, timeout_s=5).status for path in READINESS}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 6 defect 9: /healthz answers 200 while every write fails with 'database "
-    "or disk is full', and /readyz does not exist; fixed on the ENGINE branch",
-)
 def test_readiness_says_503_while_the_disk_is_full(tmp_path: Path, sink: Sink) -> None:
     with mounted("tmpfs", tmp_path / "disk", "size=16m", "mode=0700") as disk:
         relay = store_relay(tmp_path, disk, sink)
