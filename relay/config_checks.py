@@ -8,12 +8,13 @@ field fails. Nothing here imports `relay.config`, which imports this: no cycle.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from difflib import get_close_matches
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from relay.addresses import is_forbidden_address, parse_ip_literal
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -122,11 +123,9 @@ def _webhook_url_problem(url: str, allow_http: bool, allow_private: bool) -> str
 def _is_private_literal(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a name: checked again at connect time, when it resolves
-    return not address.is_global
+    address = parse_ip_literal(host)
+    # A name is checked again at connect time, when it resolves.
+    return address is not None and is_forbidden_address(address)
 
 
 def check_http_url(value: str) -> None:

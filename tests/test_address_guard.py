@@ -6,11 +6,10 @@ import socket
 
 import pytest
 
+from relay.addresses import is_forbidden_address, parse_ip_literal
 from relay.channels.address_guard import (
     AddressRefusedError,
     GuardedResolver,
-    is_forbidden_address,
-    parse_ip_literal,
 )
 from tests.peers import FixedResolver
 

@@ -556,6 +556,10 @@ def test_plain_http_needs_an_opt_in() -> None:
         "https://192.168.0.10/x",
         "https://[::1]/x",
         "https://169.254.169.254/latest",
+        # IPv6 forms that reach a loopback IPv4 host: the same rule as at connect time.
+        "https://[2002:7f00:1::]/x",
+        "https://[64:ff9b::7f00:1]/x",
+        "https://[::ffff:127.0.0.1]/x",
     ],
 )
 def test_private_literal_addresses_need_allow_private_networks(url: str) -> None:

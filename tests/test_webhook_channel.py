@@ -16,11 +16,10 @@ from aiohttp.resolver import ThreadedResolver
 from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook
 
+from relay.addresses import is_forbidden_address, parse_ip_literal
 from relay.channels.address_guard import (
     AddressRefusedError,
     GuardedResolver,
-    is_forbidden_address,
-    parse_ip_literal,
 )
 from relay.channels.base import (
     MAX_RESPONSE_EXCERPT_BYTES,

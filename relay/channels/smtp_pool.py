@@ -154,6 +154,10 @@ def _as_delivery_error(exc: Exception, latency_ms: float) -> PermanentError | Tr
         return TransientError(reason, report)
     if isinstance(exc, TimeoutError):
         reason = f"SMTP server did not answer in time: {exc}"
+    elif isinstance(exc, ssl.SSLError):
+        # Checked before ValueError, which ssl's verify error also is: a certificate is
+        # the server's to fix, so it is retried, as the same fault on a webhook is.
+        reason = f"SMTP TLS failed: {exc}"
     elif isinstance(exc, aiosmtplib.SMTPNotSupported | ValueError):
         # An address unsafe on the command line, a non-ASCII one without SMTPUTF8, or a
         # server lacking the STARTTLS the config demands: the same on every retry.

@@ -23,11 +23,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 from yarl import URL
 
+from relay.addresses import is_forbidden_address, parse_ip_literal
 from relay.channels.address_guard import (
     AddressRefusedError,
     GuardedResolver,
-    is_forbidden_address,
-    parse_ip_literal,
     refusal_reason,
 )
 from relay.channels.base import (

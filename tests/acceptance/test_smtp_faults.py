@@ -171,8 +171,10 @@ def test_starttls_offered_but_failing_never_falls_back_to_clear_text(
     if mode == "starttls-refused":
         assert outcomes(detail) == [("transient", 454)] * 2
     else:
-        # Judged permanent today (ssl's verify error is a ValueError to the SMTP pool);
-        # the guarantee here is only that nothing goes out unencrypted.
+        # An operator fixes a certificate: retried like the same fault on a webhook, and
+        # the reason says it is the certificate, not the message.
+        assert [outcome for outcome, _ in outcomes(detail)] == ["transient"] * 2
+        assert "TLS" in detail["attempts"][-1]["detail"]
         assert "certificate verify failed" in detail["attempts"][-1]["detail"]
 
 
