@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
@@ -18,7 +18,7 @@ def make_app(
 ) -> web.Application:
     """Build the app; `open_runtime` opens the store (and the dispatcher) on startup."""
     # aiohttp enforces the body limit itself, with a 413, even for chunked uploads.
-    app = web.Application(client_max_size=max_body_bytes)
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
 
     async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_runtime() as runtime:
@@ -37,6 +37,24 @@ def make_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/healthz", handle_readyz)  # the name older setups probe
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp's own 404 and 405 are plain text: every refusal here answers in JSON."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return web.json_response(
+            {"error": exc.reason.lower(), "details": [f"{request.method} {request.path}"]},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
 
 
 async def handle_livez(request: web.Request) -> web.Response:

@@ -206,3 +206,16 @@ async def test_a_body_that_never_finishes_gets_a_json_408(
     assert b"connection: close" in head.lower()
     assert json.loads(payload)["error"] == "request timeout"
     assert await stored(client) == []
+
+
+async def test_unknown_paths_and_methods_answer_in_json(
+    relay_client: Any, config_dict: dict[str, Any], tmp_path: Any
+) -> None:
+    client = await relay_client(build_config(config_dict, tmp_path))
+    missing = await client.get("/no/such/path")
+    assert missing.status == 404
+    assert await missing.json() == {"error": "not found", "details": ["GET /no/such/path"]}
+    wrong = await client.get(PATH)
+    assert wrong.status == 405
+    assert "POST" in wrong.headers["Allow"]
+    assert (await wrong.json())["error"] == "method not allowed"
