@@ -60,13 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")
     send_test.add_argument("--producer", help="producer id, when several name this affiliate")
-    send_test.add_argument(
-        "--destination", type=int, metavar="N", help="only destination N (0-based)"
-    )
+    send_test.add_argument("--destination", metavar="ID", help="only the destination with this id")
 
     destinations = command("destinations", "list health; enable or disable")
     toggle = destinations.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/0")
+    toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/mail")
     toggle.add_argument("--disable", metavar="KEY")
     destinations.add_argument("--json", action="store_true")
     return parser

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from relay.config_checks import check_http_url, cross_check, resolve_env
+from relay.destination_ids import derived_id, id_problem
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
@@ -116,7 +117,31 @@ def _single_line(value: object) -> str:
     return value
 
 
-class EmailDestination(_Model):
+class _DestinationModel(_Model):
+    """What every destination has: an optional `id`, and the id its key uses."""
+
+    kind: str
+    id: str | None = None  # unique within the affiliate; see relay.destination_ids
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        problem = None if value is None else id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def stable_id(self) -> str:
+        """The `id`, or one derived from kind and address: never the list position."""
+        return self.id or derived_id(self.kind, self.address)
+
+
+class EmailDestination(_DestinationModel):
     kind: Literal["email"]
     to: Annotated[str, BeforeValidator(_single_line)]
     enabled: bool = True
@@ -129,8 +154,12 @@ class EmailDestination(_Model):
             raise ValueError(f"{value!r} is not an email address")
         return value
 
+    @property
+    def address(self) -> str:
+        return self.to
 
-class WebhookDestination(_Model):
+
+class WebhookDestination(_DestinationModel):
     kind: Literal["webhook"]
     url: str
     secret: str
@@ -149,6 +178,10 @@ class WebhookDestination(_Model):
         if not value.startswith("whsec_") or len(value) <= len("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
         return value
+
+    @property
+    def address(self) -> str:
+        return self.url
 
 
 Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
@@ -192,6 +225,9 @@ class AffiliateConfig(_Model):
             bool(product_ucode) and product_ucode in self.products
         )
 
+    def destination(self, destination_id: str) -> EmailDestination | WebhookDestination | None:
+        return next((d for d in self.destinations if d.stable_id == destination_id), None)
+
 
 class ProducerConfig(_Model):
     id: str = Field(min_length=1)
@@ -221,11 +257,6 @@ class Config(_Model):
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.base_dir / candidate
-
-
-def destination_key(producer_id: str, affiliate_code: str, index: int) -> str:
-    """The stable name of one destination: where it sits in the config."""
-    return f"{producer_id}/{affiliate_code}/{index}"
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from relay.commands.history import when
-from relay.config import Config, destination_key
+from relay.config import Config
+from relay.destination_ids import destination_key
 from relay.durations import parse_since_ms
 from relay.ingest import new_message_id
 from relay.runtime import SystemClock
@@ -155,14 +156,18 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    indexes = range(len(affiliate.destinations))
+    chosen = affiliate.destinations
     if args.destination is not None:
-        if args.destination not in indexes:
+        picked = affiliate.destination(args.destination)
+        if picked is None:
+            known = ", ".join(d.stable_id for d in affiliate.destinations) or "none"
             print(
-                f"affiliate {affiliate.code} has no destination {args.destination}", file=sys.stderr
+                f"affiliate {affiliate.code} has no destination {args.destination!r}; "
+                f"its destination ids: {known}",
+                file=sys.stderr,
             )
             return EXIT_USAGE
-        indexes = range(args.destination, args.destination + 1)
+        chosen = (picked,)
     now_ms = _now_ms()
     event = sample_slip_event(affiliate.code, affiliate.name, affiliate.locale, now_ms)
     deliveries = tuple(
@@ -171,11 +176,11 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
             reason="test notification (relay send-test)",
             message_id=new_message_id(),
             affiliate_code=affiliate.code,
-            destination_key=destination_key(producer.id, affiliate.code, i),
-            channel=affiliate.destinations[i].kind,
+            destination_key=destination_key(producer.id, affiliate.code, d.stable_id),
+            channel=d.kind,
             kind=DeliveryKind.TEST,
         )
-        for i in indexes
+        for d in chosen
     )
     if not deliveries:
         print(f"affiliate {affiliate.code} has no destinations", file=sys.stderr)
@@ -263,7 +268,9 @@ async def destinations(config: Config, args: argparse.Namespace) -> int:
         if key:
             if find_destination(config, key) is None:
                 print(
-                    f"no destination {key}; run `relay destinations` for the keys", file=sys.stderr
+                    f"no destination {key}; run `relay destinations` for the keys "
+                    "(producer/affiliate/id: a destination's id, not its position)",
+                    file=sys.stderr,
                 )
                 return EXIT_USAGE
             enable = bool(args.enable)
@@ -275,8 +282,8 @@ async def destinations(config: Config, args: argparse.Namespace) -> int:
     rows = []
     for producer in config.producers:
         for affiliate in producer.affiliates:
-            for index, destination in enumerate(affiliate.destinations):
-                k = destination_key(producer.id, affiliate.code, index)
+            for destination in affiliate.destinations:
+                k = destination_key(producer.id, affiliate.code, destination.stable_id)
                 h = health.get(k)
                 enabled = destination.enabled and (h.enabled if h else True)
                 rows.append(

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -53,6 +54,7 @@ from relay.store.sqlite_connection import (
     run_unit,
     transaction,
 )
+from relay.store.sqlite_regrant import rekey_positional
 from relay.store.sqlite_statements import (
     SQL_DIR,
     Outcome,
@@ -66,6 +68,7 @@ from relay.store.sqlite_statements import (
 from relay.store.write_health import WriteMonitor
 
 T = TypeVar("T")
+log = logging.getLogger("relay.store")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
 # destinations; bounded so a backlog of millions costs the same as one of hundreds.
 CLAIM_SCAN_FACTOR = 4
@@ -79,13 +82,20 @@ async def open_sqlite_store(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     factory: type[UnitConnection] = UnitConnection,
+    positional_keys: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SqliteStore]:
-    """Open (creating and migrating) the database; always close it, or the process hangs."""
+    """Open (creating and migrating) the database; always close it, or the process hangs.
+
+    `positional_keys` maps each `p/a/index` key to its id key under the config in force:
+    given it, the first open rekeys what an older relay stored (once per store).
+    """
     await asyncio.to_thread(create_private, path)
     conn = await connect(path, factory)
     try:
         store = SqliteStore(conn, busy_timeout_s=busy_timeout_ms / 1000)
         await store.run(lambda c: prepare(c, busy_timeout_ms, SQL_DIR))
+        if positional_keys is not None:
+            await store.rekey_positional(positional_keys, time.time_ns() // 1_000_000)
         async with store.group_commit.running(), store.outcome_commit.running():
             yield store
     finally:
@@ -331,6 +341,24 @@ class SqliteStore:
             conn.execute(Q["set_destination_enabled"], params)
 
         await self.transaction(work)
+
+    async def rekey_positional(self, new_by_old: Mapping[str, str], now_ms: int) -> None:
+        """Once per store: move the positional keys an older relay wrote to id keys."""
+        rekeyed = await self.transaction(lambda c: rekey_positional(c, new_by_old, now_ms))
+        if rekeyed is None:
+            return
+        log.info(
+            "destination keys: %d deliveries and %d destination records moved from positions "
+            "to ids",
+            rekeyed.deliveries,
+            rekeyed.destinations,
+        )
+        if rekeyed.unmapped:
+            log.warning(
+                "destination keys not in the config, left as they were (their pending "
+                "deliveries fail as 'no longer in the config'): %s",
+                ", ".join(rekeyed.unmapped),
+            )
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())

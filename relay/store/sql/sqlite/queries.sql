@@ -244,3 +244,23 @@ SELECT id FROM deliveries
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (status != 'pending' OR attempts > replayed_after)
 ORDER BY id;
+
+-- name: step_done
+SELECT 1 FROM one_time_steps WHERE name = :name;
+
+-- name: mark_step_done
+INSERT INTO one_time_steps (name, done_at_ms, detail) VALUES (:name, :now_ms, :detail);
+
+-- name: rekey_deliveries
+-- A positional key becomes the destination's id key, on its deliveries and its alerts.
+UPDATE deliveries
+SET destination_key = CASE WHEN destination_key = :old THEN :new ELSE 'alert:' || :new END
+WHERE destination_key IN (:old, 'alert:' || :old);
+
+-- name: rekey_destinations
+UPDATE destinations SET key = :new WHERE key = :old;
+
+-- name: stored_keys
+-- Every destination key the store holds, for the rekey to name those left unmapped.
+SELECT DISTINCT destination_key FROM deliveries WHERE destination_key IS NOT NULL
+UNION SELECT key FROM destinations;
