@@ -101,6 +101,14 @@ async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> w
 
 
 def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> NewEvent:
+    """The event as stored, with its decision rows.
+
+    The buyer is stored only if a decision may ever need it: one to send, or one withheld
+    (a late grant can still send it). An event every decision ignored or skipped is
+    stored without its buyer, since no delivery of it can ever be made.
+    """
+    needs_buyer = any(d.outcome in (Outcome.DELIVER, Outcome.WITHHELD) for d in decisions)
+    stored = event if needs_buyer else event.model_copy(update={"buyer": None})
     return NewEvent(
         producer_id=producer_id,
         hotmart_id=event.id,
@@ -108,7 +116,7 @@ def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> N
         source=event.source,
         transaction_code=event.purchase.transaction,
         product_id=event.product.id,
-        payload_json=event.model_dump_json(),
+        payload_json=stored.model_dump_json(),
         deliveries=tuple(
             NewDelivery(
                 status=_STATUS_OF_OUTCOME[d.outcome],
