@@ -55,7 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay = command("replay", "send deliveries again, now")
     replay.add_argument("ids", type=int, nargs="*", metavar="ID")
     replay.add_argument("--failed", action="store_true", help="every failed delivery")
-    replay.add_argument("--since", help="with --failed: created since '2h' ago or an ISO date")
+    replay.add_argument(
+        "--withheld",
+        action="store_true",
+        help="decide every withheld delivery again against the config in force",
+    )
+    replay.add_argument(
+        "--since", help="with --failed or --withheld: created since '2h' ago or an ISO date"
+    )
+    replay.add_argument("--affiliate", metavar="CODE", help="with --withheld: only this affiliate")
 
     send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -117,17 +118,22 @@ def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> N
         transaction_code=event.purchase.transaction,
         product_id=event.product.id,
         payload_json=stored.model_dump_json(),
-        deliveries=tuple(
-            NewDelivery(
-                status=_STATUS_OF_OUTCOME[d.outcome],
-                reason=d.reason,
-                message_id=new_message_id(),
-                affiliate_code=d.affiliate_code,
-                destination_key=d.destination_key,
-                channel=d.channel,
-            )
-            for d in decisions
-        ),
+        deliveries=new_deliveries(decisions),
+    )
+
+
+def new_deliveries(decisions: Sequence[Decision]) -> tuple[NewDelivery, ...]:
+    """One row per decision, each with its own message id: at ingest, and for a late grant."""
+    return tuple(
+        NewDelivery(
+            status=_STATUS_OF_OUTCOME[d.outcome],
+            reason=d.reason,
+            message_id=new_message_id(),
+            affiliate_code=d.affiliate_code,
+            destination_key=d.destination_key,
+            channel=d.channel,
+        )
+        for d in decisions
     )
 
 

@@ -198,7 +198,7 @@ async def test_replay_failed_since(
         assert await runtime_of(client).store.history(_filter(status="failed")) == []
 
 
-async def test_replay_refuses_withheld_rows(
+async def test_replay_of_a_withheld_row_decides_again_and_keeps_it_withheld(
     relay_client: Any,
     config_dict: dict[str, Any],
     tmp_path: Path,
@@ -211,7 +211,7 @@ async def test_replay_refuses_withheld_rows(
     (row,) = await runtime_of(client).store.history(_filter())
     assert row.status == "withheld"
     assert await run_cli(path, "replay", str(row.id)) == 1
-    assert "not replayable" in capsys.readouterr().out
+    assert "still withheld: decided again: affiliate is not permitted" in capsys.readouterr().out
 
 
 async def test_send_test_goes_through_the_real_channel_and_is_recorded(

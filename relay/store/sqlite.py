@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import secrets
 import sqlite3
 import time
@@ -42,6 +41,10 @@ from relay.store.records import (
     HistoryFilter,
     IngestResult,
     NewEvent,
+    Regrant,
+    RegrantResult,
+    Replacement,
+    WithheldRow,
     WriteHealth,
 )
 from relay.store.sqlite_connection import (
@@ -54,7 +57,7 @@ from relay.store.sqlite_connection import (
     run_unit,
     transaction,
 )
-from relay.store.sqlite_regrant import rekey_positional
+from relay.store.sqlite_regrant import regrant, rekey_positional, withheld_rows
 from relay.store.sqlite_statements import (
     SQL_DIR,
     Outcome,
@@ -68,7 +71,6 @@ from relay.store.sqlite_statements import (
 from relay.store.write_health import WriteMonitor
 
 T = TypeVar("T")
-log = logging.getLogger("relay.store")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
 # destinations; bounded so a backlog of millions costs the same as one of hundreds.
 CLAIM_SCAN_FACTOR = 4
@@ -345,20 +347,31 @@ class SqliteStore:
     async def rekey_positional(self, new_by_old: Mapping[str, str], now_ms: int) -> None:
         """Once per store: move the positional keys an older relay wrote to id keys."""
         rekeyed = await self.transaction(lambda c: rekey_positional(c, new_by_old, now_ms))
-        if rekeyed is None:
-            return
-        log.info(
-            "destination keys: %d deliveries and %d destination records moved from positions "
-            "to ids",
-            rekeyed.deliveries,
-            rekeyed.destinations,
-        )
-        if rekeyed.unmapped:
-            log.warning(
-                "destination keys not in the config, left as they were (their pending "
-                "deliveries fail as 'no longer in the config'): %s",
-                ", ".join(rekeyed.unmapped),
-            )
+        if rekeyed is not None:
+            rekeyed.log()
+
+    async def withheld(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        since_ms: int | None = None,
+        affiliate_code: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[WithheldRow]:
+        params = {
+            "ids": None if ids is None else json.dumps(list(ids)),
+            "since_ms": since_ms,
+            "affiliate_code": affiliate_code,
+            "before_id": before_id,
+            "limit": limit,
+        }
+        return await self.run(lambda c: withheld_rows(c, params))
+
+    async def regrant(
+        self, regrants: Sequence[Regrant], replacements: Sequence[Replacement], now_ms: int
+    ) -> RegrantResult:
+        return await self.transaction(lambda c: regrant(c, regrants, replacements, now_ms))
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())
