@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from relay.config_checks import check_http_url, cross_check, resolve_env
-from relay.destination_ids import derived_id, id_problem
+from relay.destination_ids import address_of, derived_id, id_problem
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
@@ -132,13 +132,10 @@ class _DestinationModel(_Model):
         return value
 
     @property
-    def address(self) -> str:
-        raise NotImplementedError
-
-    @property
     def stable_id(self) -> str:
         """The `id`, or one derived from kind and address: never the list position."""
-        return self.id or derived_id(self.kind, self.address)
+        # address_of is what check-config derives ids with too: the two always agree.
+        return self.id or derived_id(self.kind, address_of(self.kind, vars(self)) or "")
 
 
 class EmailDestination(_DestinationModel):
@@ -153,10 +150,6 @@ class EmailDestination(_DestinationModel):
         if not local or ("." not in domain and domain != "localhost"):
             raise ValueError(f"{value!r} is not an email address")
         return value
-
-    @property
-    def address(self) -> str:
-        return self.to
 
 
 class WebhookDestination(_DestinationModel):
@@ -178,10 +171,6 @@ class WebhookDestination(_DestinationModel):
         if not value.startswith("whsec_") or len(value) <= len("whsec_"):
             raise ValueError("must be a Standard Webhooks secret starting with 'whsec_'")
         return value
-
-    @property
-    def address(self) -> str:
-        return self.url
 
 
 Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
