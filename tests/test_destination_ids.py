@@ -29,6 +29,7 @@ from relay.store.queries import load_migrations
 from relay.store.sqlite_statements import SQL_DIR
 from relay.targets import find_destination, positional_keys
 from tests.conftest import SECRET, build_config, fixture_json
+from tests.test_cli import run_cli, write_toml
 
 LUCIA = "K12345678M"
 
@@ -274,3 +275,27 @@ def test_the_example_config_names_its_destinations() -> None:
     config = parse_config(raw, {}, base_dir=example.parent)
     ids = [d.id for p in config.producers for a in p.affiliates for d in a.destinations]
     assert ids and all(ids)
+
+
+def test_an_id_must_be_a_string_and_a_key_must_have_three_parts(
+    config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    assert id_problem(5) == "must be a string"
+    assert find_destination(build_config(config_dict, tmp_path), "not-a-key") is None
+
+
+async def test_send_test_picks_a_destination_by_id(
+    config_dict: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = lucia_with(config_dict, MAIL, {"kind": "email", "id": "other", "to": "o@example.com"})
+    path = write_toml(raw, tmp_path / "relay.toml")
+    assert await run_cli(path, "send-test", "--affiliate", LUCIA, "--destination", "other") == 0
+    assert f"-> acme/{LUCIA}/other: delivered" in capsys.readouterr().out
+    (sent,) = (tmp_path / "mail" / "new").iterdir()
+    assert "o@example.com" in sent.read_text(encoding="utf-8")
+    # A position is not an id: the error lists the ids there are.
+    assert await run_cli(path, "send-test", "--affiliate", LUCIA, "--destination", "0") == 2
+    mail_id = derived_id("email", MAIL["to"])
+    assert f"has no destination '0'; its destination ids: {mail_id}, other" in (
+        capsys.readouterr().err
+    )
