@@ -259,11 +259,13 @@ async def test_the_first_open_after_the_upgrade_moves_positions_to_ids_once(
 
 
 async def test_a_new_store_records_the_rekey_as_done(
-    config_dict: dict[str, Any], tmp_path: Path
+    config_dict: dict[str, Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = build_config(config_dict, tmp_path)
+    caplog.set_level(logging.INFO)
     async with open_store(config):
         pass
+    assert "destination keys" not in caplog.text  # nothing to say on a new store
     conn = sqlite3.connect(tmp_path / "relay.sqlite3")
     assert conn.execute("SELECT name FROM one_time_steps").fetchall() == [("destination ids",)]
     conn.close()

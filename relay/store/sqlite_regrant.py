@@ -34,12 +34,13 @@ class Rekeyed:
     unmapped: list[str]
 
     def log(self) -> None:
-        log.info(
-            "destination keys: %d deliveries and %d destination records moved from positions "
-            "to ids",
-            self.deliveries,
-            self.destinations,
-        )
+        if self.deliveries or self.destinations:  # a new store has nothing to say
+            log.info(
+                "destination keys: %d deliveries and %d destination records moved from "
+                "positions to ids",
+                self.deliveries,
+                self.destinations,
+            )
         if self.unmapped:
             log.warning(
                 "destination keys not in the config, left as they were (their pending "
