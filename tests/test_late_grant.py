@@ -140,6 +140,7 @@ async def test_the_gate_runs_again_at_send_time(
     peers: tuple[SmtpRecorder, int, WebhookSink],
     config_dict: dict[str, Any],
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The CLI reads a config that grants; the server still runs one that does not (it was
     not restarted): the server withholds the slip when it comes to send it."""
@@ -151,7 +152,9 @@ async def test_the_gate_runs_again_at_send_time(
     affiliate(granted, DENIED)["buyer_data"] = True
     path = write_toml(granted, tmp_path / "relay.toml")
     row = await only_row(client)
+    capsys.readouterr()
     assert await run_cli(path, "replay", "--withheld") == 1  # not delivered
+    assert "withheld at send time: affiliate is not permitted" in capsys.readouterr().out
     row = await only_row(client)
     assert row.status == "withheld"
     assert row.reason.startswith("at send time: affiliate is not permitted")

@@ -260,6 +260,10 @@ async def _report(store: Store, ids: list[int], waiting: set[int]) -> int:
             note = "queued: the running server sends it (see `relay show`)"
         elif row.status == "pending":
             note = f"retry at {when(row.next_attempt_at_ms)}: {row.last_error}"
+        elif row.status in ("withheld", "skipped"):
+            # The gate said no when it came to send: the sender's config, which a running
+            # server read when it started, is not the one this command read.
+            note = f"{row.reason} (a running relay reads its config when it starts)"
         failed += row.status != "delivered"
         print(f"delivery {row.id} -> {row.destination_key}: {row.status} {note}".rstrip())
     return EXIT_OK if failed == 0 else EXIT_FAILED
