@@ -64,19 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", type=positive_int, nargs="*", metavar="ID")
     replay.add_argument("--failed", action="store_true", help="every failed delivery")
     replay.add_argument(
-        "--since", type=since, help="with --failed: created since '2h' ago or an ISO date"
+        "--withheld",
+        action="store_true",
+        help="decide every withheld delivery again against the config in force",
     )
+    replay.add_argument(
+        "--since",
+        type=since,
+        help="with --failed or --withheld: created since '2h' ago or an ISO date",
+    )
+    replay.add_argument("--affiliate", metavar="CODE", help="with --withheld: only this affiliate")
 
     send_test = command("send-test", "send a marked test notification")
     send_test.add_argument("--affiliate", required=True, metavar="CODE")
     send_test.add_argument("--producer", help="producer id, when several name this affiliate")
-    send_test.add_argument(
-        "--destination", type=int, metavar="N", help="only destination N (0-based)"
-    )
+    send_test.add_argument("--destination", metavar="ID", help="only the destination with this id")
 
     destinations = command("destinations", "list health; enable or disable")
     toggle = destinations.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/0")
+    toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/mail")
     toggle.add_argument("--disable", metavar="KEY")
     destinations.add_argument("--json", action="store_true")
     return parser

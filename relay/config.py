@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from relay.config_checks import check_http_url, cross_check, resolve_env, toml_bool
+from relay.destination_ids import address_of, derived_id, id_problem
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
 
@@ -126,7 +127,28 @@ def _single_line(value: object) -> str:
     return value
 
 
-class EmailDestination(_Model):
+class _DestinationModel(_Model):
+    """What every destination has: an optional `id`, and the id its key uses."""
+
+    kind: str
+    id: str | None = None  # unique within the affiliate; see relay.destination_ids
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        problem = None if value is None else id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def stable_id(self) -> str:
+        """The `id`, or one derived from kind and address: never the list position."""
+        # address_of is what check-config derives ids with too: the two always agree.
+        return self.id or derived_id(self.kind, address_of(self.kind, vars(self)) or "")
+
+
+class EmailDestination(_DestinationModel):
     kind: Literal["email"]
     to: Annotated[str, BeforeValidator(_single_line)]
     enabled: Flag = True
@@ -140,7 +162,7 @@ class EmailDestination(_Model):
         return value
 
 
-class WebhookDestination(_Model):
+class WebhookDestination(_DestinationModel):
     kind: Literal["webhook"]
     url: str
     secret: str
@@ -202,6 +224,9 @@ class AffiliateConfig(_Model):
             bool(product_ucode) and product_ucode in self.products
         )
 
+    def destination(self, destination_id: str) -> EmailDestination | WebhookDestination | None:
+        return next((d for d in self.destinations if d.stable_id == destination_id), None)
+
 
 class ProducerConfig(_Model):
     id: str = Field(min_length=1)
@@ -231,11 +256,6 @@ class Config(_Model):
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path)
         return candidate if candidate.is_absolute() else self.base_dir / candidate
-
-
-def destination_key(producer_id: str, affiliate_code: str, index: int) -> str:
-    """The stable name of one destination: where it sits in the config."""
-    return f"{producer_id}/{affiliate_code}/{index}"
 
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:

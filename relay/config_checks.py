@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relay.addresses import is_forbidden_address, parse_ip_literal
+from relay.destination_ids import address_of, derived_id, id_problem
 
 if TYPE_CHECKING:
     from relay.config import Config
@@ -72,6 +73,32 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
                 )
                 if reason:
                     problems.append((f"{a_where}.destinations.{d_index}.url", reason))
+            problems.extend(_duplicate_destination_ids(a_where, affiliate))
+    return problems
+
+
+def _duplicate_destination_ids(where: str, affiliate: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Two destinations of one affiliate cannot share a key, whether their ids are written
+    or derived from the address (the same address twice derives the same id)."""
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for index, destination in _items(affiliate.get("destinations")):
+        written, kind = destination.get("id"), destination.get("kind")
+        address = address_of(kind, destination) if isinstance(kind, str) else None
+        if written is not None:
+            stable = written if id_problem(written) is None else None  # validation says why
+        else:
+            stable = derived_id(kind, address) if isinstance(kind, str) and address else None
+        first = _earlier(seen, stable, index)
+        if first is None:
+            continue
+        there = f"{where}.destinations.{first}"
+        reason = (
+            f"duplicate of {there}.id ({stable!r}): an id is unique within its affiliate"
+            if written is not None
+            else f"same key as {there} ({stable!r}, from the {kind} address): give each an `id`"
+        )
+        problems.append((f"{where}.destinations.{index}.id", reason))
     return problems
 
 

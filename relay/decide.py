@@ -12,13 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from relay.config import (
-    AffiliateConfig,
-    Destination,
-    EmailDestination,
-    ProducerConfig,
-    destination_key,
-)
+from relay.config import AffiliateConfig, Destination, EmailDestination, ProducerConfig
+from relay.destination_ids import destination_key
 from relay.hotmart import SLIP_EVENT, Event
 
 _NOT_PERMITTED = "affiliate is not permitted to see buyer data (buyer_data = false)"
@@ -70,14 +65,16 @@ def decide(producer: ProducerConfig, event: Event) -> list[Decision]:
             )
             decisions.append(Decision(outcome, reason, affiliate_code=affiliate.code))
             continue
-        for index, destination in enumerate(affiliate.destinations):
+        for destination in affiliate.destinations:
             outcome, reason = _judge(affiliate, destination, event)
             decisions.append(
                 Decision(
                     outcome,
                     reason,
                     affiliate_code=affiliate.code,
-                    destination_key=destination_key(producer.id, affiliate.code, index),
+                    destination_key=destination_key(
+                        producer.id, affiliate.code, destination.stable_id
+                    ),
                     channel="email" if isinstance(destination, EmailDestination) else "webhook",
                 )
             )

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -152,6 +153,14 @@ async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> w
 
 
 def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> NewEvent:
+    """The event as stored, with its decision rows.
+
+    The buyer is stored only if a decision may ever need it: one to send, or one withheld
+    (a late grant can still send it). An event every decision ignored or skipped is
+    stored without its buyer, since no delivery of it can ever be made.
+    """
+    needs_buyer = any(d.outcome in (Outcome.DELIVER, Outcome.WITHHELD) for d in decisions)
+    stored = event if needs_buyer else event.model_copy(update={"buyer": None})
     return NewEvent(
         producer_id=producer_id,
         hotmart_id=event.id,
@@ -159,18 +168,23 @@ def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> N
         source=event.source,
         transaction_code=event.purchase.transaction,
         product_id=event.product.id,
-        payload_json=event.model_dump_json(),
-        deliveries=tuple(
-            NewDelivery(
-                status=_STATUS_OF_OUTCOME[d.outcome],
-                reason=d.reason,
-                message_id=new_message_id(),
-                affiliate_code=d.affiliate_code,
-                destination_key=d.destination_key,
-                channel=d.channel,
-            )
-            for d in decisions
-        ),
+        payload_json=stored.model_dump_json(),
+        deliveries=new_deliveries(decisions),
+    )
+
+
+def new_deliveries(decisions: Sequence[Decision]) -> tuple[NewDelivery, ...]:
+    """One row per decision, each with its own message id: at ingest, and for a late grant."""
+    return tuple(
+        NewDelivery(
+            status=_STATUS_OF_OUTCOME[d.outcome],
+            reason=d.reason,
+            message_id=new_message_id(),
+            affiliate_code=d.affiliate_code,
+            destination_key=d.destination_key,
+            channel=d.channel,
+        )
+        for d in decisions
     )
 
 

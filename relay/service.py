@@ -25,7 +25,7 @@ from relay.runtime import Clock, Runtime, SystemClock
 from relay.store.records import SERVE_LEASE_OWNER
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.supervisor import Supervisor, supervised
-from relay.targets import TemplateSet
+from relay.targets import TemplateSet, positional_keys
 
 log = logging.getLogger("relay.service")
 WAKE_SIGNAL = signal.SIGUSR1
@@ -97,6 +97,7 @@ def open_store(config: Config) -> AbstractAsyncContextManager[SqliteStore]:
     return open_sqlite_store(
         config.resolve_path(config.storage.sqlite_path),
         busy_timeout_ms=int(config.storage.busy_timeout_s * 1000),
+        positional_keys=positional_keys(config),
     )
 
 

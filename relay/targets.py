@@ -11,6 +11,7 @@ from relay.config import (
     ProducerConfig,
     WebhookDestination,
 )
+from relay.destination_ids import destination_key, positional_key, split_destination_key
 from relay.hotmart import Event
 from relay.render import Templates
 from relay.store.records import ClaimedDelivery, DeliveryKind
@@ -47,25 +48,35 @@ class Target:
         return named.name if named else self.affiliate_code
 
 
-def split_destination_key(key: str) -> tuple[str, str, int] | None:
-    producer_id, _, rest = key.partition("/")
-    code, _, index = rest.rpartition("/")
-    if not producer_id or not code or not index.isdigit():
-        return None
-    return producer_id, code, int(index)
-
-
 def find_destination(
     config: Config, key: str
 ) -> tuple[ProducerConfig, AffiliateConfig, EmailDestination | WebhookDestination] | None:
+    """The destination `key` names in `config`, found by its id: wherever it sits now."""
     parts = split_destination_key(key)
     if parts is None:
         return None
     producer = config.producer(parts[0])
     affiliate = producer.affiliate(parts[1]) if producer else None
-    if producer is None or affiliate is None or parts[2] >= len(affiliate.destinations):
+    destination = affiliate.destination(parts[2]) if affiliate else None
+    if producer is None or affiliate is None or destination is None:
         return None
-    return producer, affiliate, affiliate.destinations[parts[2]]
+    return producer, affiliate, destination
+
+
+def positional_keys(config: Config) -> dict[str, str]:
+    """Each destination's key as an older relay wrote it (its position) -> its id key.
+
+    Right only for the config in force when the store is first opened after the upgrade;
+    one reordered before that maps positions to the wrong destinations.
+    """
+    return {
+        positional_key(producer.id, affiliate.code, index): destination_key(
+            producer.id, affiliate.code, destination.stable_id
+        )
+        for producer in config.producers
+        for affiliate in producer.affiliates
+        for index, destination in enumerate(affiliate.destinations)
+    }
 
 
 def describe(destination: EmailDestination | WebhookDestination) -> str:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from relay.app import make_app
 from relay.config import Config, parse_config
+from relay.destination_ids import address_of, derived_id, destination_key
 from relay.runtime import RUNTIME, Runtime
 from relay.service import running_service
 
@@ -132,3 +133,15 @@ def relay_client(aiohttp_client: Callable[..., Any]) -> Callable[[Config], Any]:
 
 def runtime_of(client: TestClient[Any, Any]) -> Runtime:
     return client.app[RUNTIME]
+
+
+def key_of(raw: dict[str, Any], code: str, index: int = 0) -> str:
+    """The key the relay gives destination `index` of affiliate `code` in a raw config:
+    `producer/affiliate/id`, with the id as written or derived from kind and address."""
+    producer = raw["producers"][0]
+    (affiliate,) = [a for a in producer["affiliates"] if a["code"] == code]
+    destination = affiliate["destinations"][index]
+    address = address_of(destination["kind"], destination)
+    assert address is not None
+    destination_id = destination.get("id") or derived_id(destination["kind"], address)
+    return destination_key(producer["id"], code, destination_id)

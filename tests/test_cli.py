@@ -13,7 +13,7 @@ import pytest
 from relay.cli import main
 from relay.config import Config
 from relay.logs import uninstall
-from tests.conftest import SECRET, build_config, fixture_json, runtime_of
+from tests.conftest import SECRET, build_config, fixture_json, key_of, runtime_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_delivery import settled
 from tests.test_ingest import post_json
@@ -181,7 +181,8 @@ async def test_replay_sends_a_failed_delivery_again_with_the_same_id(
         assert await run_cli(path, "replay", str(failed.id)) == 0
         captured = capsys.readouterr()
         assert "1/1" in captured.err  # the progress bar
-        assert f"delivery {failed.id} -> acme/K12345678M/0: delivered" in captured.out
+        key = key_of(config_dict, "K12345678M")  # with_webhook set Lucía's destination
+        assert f"delivery {failed.id} -> {key}: delivered" in captured.out
         hits = sink.at("/hook")
         assert len(hits) == 6
         assert {h.headers["webhook-id"] for h in hits} == {failed.message_id}
@@ -206,7 +207,7 @@ async def test_replay_failed_since(
         assert await runtime_of(client).store.history(_filter(status="failed")) == []
 
 
-async def test_replay_refuses_withheld_rows(
+async def test_replay_of_a_withheld_row_decides_again_and_keeps_it_withheld(
     relay_client: Any,
     config_dict: dict[str, Any],
     tmp_path: Path,
@@ -219,7 +220,7 @@ async def test_replay_refuses_withheld_rows(
     (row,) = await runtime_of(client).store.history(_filter())
     assert row.status == "withheld"
     assert await run_cli(path, "replay", str(row.id)) == 1
-    assert "not replayable" in capsys.readouterr().out
+    assert "still withheld: decided again: affiliate is not permitted" in capsys.readouterr().out
 
 
 async def test_send_test_goes_through_the_real_channel_and_is_recorded(
@@ -247,25 +248,26 @@ async def test_destinations_lists_health_and_switches(
 ) -> None:
     client, path = await serving(relay_client, config_dict, tmp_path)
     capsys.readouterr()
-    assert await run_cli(path, "destinations", "--disable", "acme/K12345678M/0") == 0
+    lucia = key_of(config_dict, "K12345678M")
+    assert await run_cli(path, "destinations", "--disable", lucia) == 0
     assert await run_cli(path, "destinations", "--json") == 0
     out = capsys.readouterr().out
     listed = {row["key"]: row for row in json.loads(out[out.index("[") :])}
-    assert listed["acme/K12345678M/0"]["enabled"] is False
-    assert listed["acme/P98765432X/0"]["enabled"] is True
+    assert listed[lucia]["enabled"] is False
+    assert listed[key_of(config_dict, "P98765432X")]["enabled"] is True
 
     # A slip for a disabled destination is skipped, and replayable once enabled again.
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
     (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
     assert row.status == "skipped"
-    assert await run_cli(path, "destinations", "--enable", "acme/K12345678M/0") == 0
+    assert await run_cli(path, "destinations", "--enable", lucia) == 0
     assert await run_cli(path, "replay", str(row.id)) == 0
     (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
     assert row.status == "delivered"
 
     assert await run_cli(path, "destinations") == 0
-    assert "acme/K12345678M/0  email lucia@example.com  enabled" in capsys.readouterr().out
+    assert f"{lucia}  email lucia@example.com  enabled" in capsys.readouterr().out
     assert await run_cli(path, "destinations", "--enable", "acme/NOPE/0") == 2
 
 

@@ -18,7 +18,6 @@ from relay.config import (
     ConfigError,
     EmailDestination,
     WebhookDestination,
-    destination_key,
     load_config,
     parse_config,
 )
@@ -187,7 +186,7 @@ def test_models_are_frozen() -> None:
         config.delivery.timeout_s = 1.0  # type: ignore[misc]
 
 
-def test_lookup_helpers_and_destination_key(tmp_path: Path) -> None:
+def test_lookup_helpers(tmp_path: Path) -> None:
     raw = minimal()
     raw["producers"].append({"id": "other", "hottok": "tok-other"})
     config = parse_config(raw, {}, base_dir=tmp_path)
@@ -195,7 +194,6 @@ def test_lookup_helpers_and_destination_key(tmp_path: Path) -> None:
     assert config.producer("nobody") is None
     assert config.producers[0].affiliate("K12345678M") is config.producers[0].affiliates[0]
     assert config.producers[0].affiliate("k12345678m") is None  # codes are exact
-    assert destination_key("acme", "K12345678M", 1) == "acme/K12345678M/1"
     assert config.resolve_path("var/x.db") == tmp_path / "var/x.db"
     assert config.resolve_path("/abs/x.db") == Path("/abs/x.db")
 

@@ -20,11 +20,16 @@ from relay.config import (
     parse_config,
 )
 from relay.decide import Decision, Outcome, decide
+from relay.destination_ids import derived_id
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT, Event, parse_json_event
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 LUCIA = "K12345678M"
+# Keys derived from kind and address (no `id` given): see tests/test_destination_ids.py.
+LUCIA_MAIL = f"acme/{LUCIA}/{derived_id('email', 'lucia@example.com')}"
+LUCIA_HOOK = f"acme/{LUCIA}/{derived_id('webhook', 'https://lucia.example.com/h')}"
+JOAO_HOOK = derived_id("webhook", "https://joao.example.com/h")
 
 
 def load(name: str) -> dict[str, Any]:
@@ -88,7 +93,7 @@ def test_permitted_affiliate_gets_a_delivery() -> None:
     decision = only(decide(producer(lucia()), event_from()))
     assert decision.outcome is Outcome.DELIVER
     assert decision.affiliate_code == LUCIA
-    assert decision.destination_key == f"acme/{LUCIA}/0"
+    assert decision.destination_key == LUCIA_MAIL
     assert decision.channel == "email"
     assert "buyer_data" in decision.reason
 
@@ -104,15 +109,14 @@ def test_every_slip_kind_is_delivered(fixture: str) -> None:
 
 def test_one_row_per_affiliate_and_destination() -> None:
     joao = lucia(code="P98765432X", destinations=[webhook("https://joao.example.com/h")])
-    config = producer(
-        lucia(destinations=[email(), webhook(), email("l2@example.com", enabled=False)]), joao
-    )
+    destinations = [email(), webhook(id="crm"), email("l2@example.com", enabled=False, id="old")]
+    config = producer(lucia(destinations=destinations), joao)
     decisions = decide(config, event_from(affiliates=[LUCIA, "P98765432X"]))
     assert [(d.affiliate_code, d.destination_key, d.channel, d.outcome) for d in decisions] == [
-        (LUCIA, f"acme/{LUCIA}/0", "email", Outcome.DELIVER),
-        (LUCIA, f"acme/{LUCIA}/1", "webhook", Outcome.DELIVER),
-        (LUCIA, f"acme/{LUCIA}/2", "email", Outcome.SKIPPED),
-        ("P98765432X", "acme/P98765432X/0", "webhook", Outcome.DELIVER),
+        (LUCIA, LUCIA_MAIL, "email", Outcome.DELIVER),
+        (LUCIA, f"acme/{LUCIA}/crm", "webhook", Outcome.DELIVER),
+        (LUCIA, f"acme/{LUCIA}/old", "email", Outcome.SKIPPED),
+        ("P98765432X", f"acme/P98765432X/{JOAO_HOOK}", "webhook", Outcome.DELIVER),
     ]
 
 
@@ -138,7 +142,7 @@ def test_withheld_without_buyer_data(buyer_data: bool | None) -> None:
         aff["buyer_data"] = buyer_data
     decisions = decide(producer(aff), event_from())
     assert [d.outcome for d in decisions] == [Outcome.WITHHELD, Outcome.WITHHELD]
-    assert [d.destination_key for d in decisions] == [f"acme/{LUCIA}/0", f"acme/{LUCIA}/1"]
+    assert [d.destination_key for d in decisions] == [LUCIA_MAIL, LUCIA_HOOK]
     assert all("buyer_data = false" in d.reason for d in decisions)
 
 
@@ -194,7 +198,7 @@ def test_skipped_when_event_not_subscribed() -> None:
     decision = only(decide(producer(lucia(events=["PURCHASE_APPROVED"])), event_from()))
     assert decision.outcome is Outcome.SKIPPED
     assert decision.reason == f"event {SLIP_EVENT} is not subscribed"
-    assert decision.destination_key == f"acme/{LUCIA}/0"
+    assert decision.destination_key == LUCIA_MAIL
 
 
 def test_default_events_are_the_slip_event_only() -> None:
@@ -243,7 +247,8 @@ def test_test_button_with_credit_card_is_skipped_plainly() -> None:
     assert decision.outcome is Outcome.SKIPPED
     assert "test button" in decision.reason
     assert "CREDIT_CARD" in decision.reason
-    assert decision.destination_key == "acme/Q58388177J/0"
+    assert decision.destination_key is not None
+    assert decision.destination_key.startswith("acme/Q58388177J/email-")
     # A producer's first click must read as the success it is.
     assert decision.reason.startswith("Hotmart's test button: received fine.")
     assert "failed" not in decision.reason
@@ -369,6 +374,8 @@ destinations_st = st.lists(
         ),
     ),
     max_size=3,
+    # One address twice in an affiliate is a config error (the same derived key).
+    unique_by=lambda d: (d["kind"], d.get("to") or d["url"]),
 )
 
 
@@ -493,10 +500,13 @@ def test_nothing_is_delivered_without_permission(
             assert event.event in raw_affiliate.get("events", [SLIP_EVENT])
             # The destination key points at an existing, enabled destination of this affiliate.
             assert decision.destination_key is not None
-            producer_id, code, index = decision.destination_key.split("/")
+            producer_id, code, destination_id = decision.destination_key.split("/")
             assert (producer_id, code) == (raw_producer["id"], decision.affiliate_code)
-            assert 0 <= int(index) < len(raw_affiliate["destinations"])
-            destination = raw_affiliate["destinations"][int(index)]
+            (destination,) = [
+                d
+                for d in raw_affiliate["destinations"]
+                if derived_id(d["kind"], d.get("to") or d["url"]) == destination_id
+            ]
             assert destination["enabled"] is True
             assert decision.channel == destination["kind"]
             if event.event == SLIP_EVENT:

@@ -18,6 +18,7 @@ from relay.attempt_outcome import (
     MAX_STORED_PAYLOAD_BYTES,
     MAX_STORED_RESPONSE_BYTES,
 )
+from relay.destination_ids import derived_id
 from relay.outcomes import CUT_MARK
 from relay.store.records import HistoryFilter
 from tests.conftest import (
@@ -87,9 +88,19 @@ def wired_config(tmp_path: Path, smtp_port: int, sink: WebhookSink, **delivery: 
     raw["delivery"].update(delivery)
     for affiliate in raw["producers"][0]["affiliates"]:
         affiliate["destinations"].append(
-            {"kind": "webhook", "url": sink.url(f"/{affiliate['code']}"), "secret": SECRET}
+            {
+                "kind": "webhook",
+                "id": "hook",
+                "url": sink.url(f"/{affiliate['code']}"),
+                "secret": SECRET,
+            }
         )
     return raw
+
+
+# Lucía's destinations under wired_config: the email's id is derived from its address.
+LUCIA_MAIL = f"acme/K12345678M/{derived_id('email', 'lucia@example.com')}"
+LUCIA_HOOK = "acme/K12345678M/hook"
 
 
 async def settled(client: Any) -> bool:
@@ -182,10 +193,10 @@ async def test_410_disables_the_destination_and_alerts_the_producer_once(
     await wait_until(lambda: settled(client))
     await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
     health = await runtime_of(client).store.destination_health()
-    assert health["acme/K12345678M/1"].enabled is False
+    assert health[LUCIA_HOOK].enabled is False
     (alert,) = recorder.to("ops@acme.example")
     alert_text = alert.get_body(preferencelist=("plain",))
-    assert alert_text is not None and "acme/K12345678M/1" in alert_text.get_content()
+    assert alert_text is not None and LUCIA_HOOK in alert_text.get_content()
 
     # The next slip for that destination is skipped (and replayable); no second alert.
     await post_json(client, fixture_json("billet_printed_baloto.json"))
@@ -209,8 +220,8 @@ async def test_sustained_failures_disable_after_the_threshold(
         await wait_until(lambda: settled(client))
     await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
     health = await runtime_of(client).store.destination_health()
-    assert not health["acme/K12345678M/1"].enabled
-    assert health["acme/K12345678M/1"].consecutive_failures == 2
+    assert not health[LUCIA_HOOK].enabled
+    assert health[LUCIA_HOOK].consecutive_failures == 2
     failed = await history(client, status="failed")
     assert [r.attempts for r in failed] == [1, 1]  # a 404 is permanent: no retries
 
@@ -379,8 +390,8 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     recorder, port, sink = peers
     client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
     store = runtime_of(client).store
-    await store.set_destination_enabled("acme/K12345678M/0", False, "hold", now_ms=0)
-    await store.set_destination_enabled("acme/K12345678M/1", False, "hold", now_ms=0)
+    await store.set_destination_enabled(LUCIA_MAIL, False, "hold", now_ms=0)
+    await store.set_destination_enabled(LUCIA_HOOK, False, "hold", now_ms=0)
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
     await store.run(
@@ -388,7 +399,7 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
             'UPDATE events SET payload_json = \'{"buyer": "maria.gonzalez@example.com"}\''
         )
     )
-    await store.set_destination_enabled("acme/K12345678M/1", True, "", now_ms=0)
+    await store.set_destination_enabled(LUCIA_HOOK, True, "", now_ms=0)
     rows = await history(client, channel="webhook")
     assert await store.requeue([rows[0].id], now_ms=0) == [rows[0].id]
     runtime_of(client).wake_dispatcher()
@@ -415,7 +426,7 @@ async def test_a_malformed_slip_url_never_disables_a_healthy_destination(
     assert (await post_json(client, payload)).status == 200
     await wait_until(lambda: settled(client))
     health = await runtime_of(client).store.destination_health()
-    for key in ("acme/K12345678M/0", "acme/K12345678M/1"):
+    for key in (LUCIA_MAIL, LUCIA_HOOK):
         assert key not in health or (health[key].enabled, health[key].consecutive_failures) == (
             True,
             0,
@@ -439,7 +450,7 @@ async def settled_with_webhook_template(
     await wait_until(lambda: settled(client))
     assert sink.at("/K12345678M") == []  # nothing was sent...
     health = await runtime_of(client).store.destination_health()
-    assert "acme/K12345678M/1" not in health or health["acme/K12345678M/1"].enabled
+    assert LUCIA_HOOK not in health or health[LUCIA_HOOK].enabled
     assert recorder.to("ops@acme.example") == []  # ...and it cost the destination nothing
     return client
 
@@ -503,7 +514,7 @@ async def test_attempt_lines_let_an_event_be_followed_without_buyer_data(
     await wait_until(lambda: settled(client))
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
     lines = [r.getMessage() for r in caplog.records if r.name == "relay.attempt"]
-    prefix = f"event {payload['id']} delivery {row.id} to acme/K12345678M/1"
+    prefix = f"event {payload['id']} delivery {row.id} to {LUCIA_HOOK}"
     retrying = [line for line in lines if line.startswith(f"{prefix} attempt 1:")]
     assert len(retrying) == 1
     assert "retrying, status 503, next retry at 20" in retrying[0]

@@ -23,7 +23,7 @@ from relay.commands.operate import ProgressBar
 from relay.config import Config
 from relay.service import single_instance
 from relay.store.records import HistoryFilter
-from tests.conftest import build_config, fixture_json, runtime_of
+from tests.conftest import build_config, fixture_json, key_of, runtime_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_cli import run_cli, with_webhook, write_toml
 from tests.test_delivery import settled
@@ -79,7 +79,7 @@ async def test_replay_is_sent_by_the_running_server_and_reaches_its_log(
         capsys.readouterr()
         assert await run_cli(path, "replay", str(delivery_id)) == 0
         out = capsys.readouterr().out
-        assert f"delivery {delivery_id} -> acme/K12345678M/0: delivered" in out
+        assert f"delivery {delivery_id} -> {key_of(config_dict, 'K12345678M')}: delivered" in out
         hits = sink.at("/hook")
         assert len(hits) == 6 and len({h.headers["webhook-id"] for h in hits}) == 1
     # The sixth attempt was the server's (the CLI runs in a worker thread), so the

@@ -64,7 +64,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
             pass
     assert db.stat().st_mode & 0o777 == 0o600  # buyer data: the relay's user only
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 

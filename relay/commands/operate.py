@@ -4,7 +4,9 @@ Replays and tests are queued in the store. When a server runs, it is woken and s
 them, so its log shows every attempt and its leases keep one attempt in flight per
 delivery; this process waits, bounded, for the outcomes by reading the store. Only
 when no server runs does this process send them itself, through the real channels,
-under leases of its own that a server starting meanwhile leaves alone.
+under leases of its own that a server starting meanwhile leaves alone. A withheld row
+is first decided again against the config in force (`relay.regrant`); what that makes
+pending is sent the same way.
 """
 
 from __future__ import annotations
@@ -12,18 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import TextIO
+from collections.abc import Sequence
 
 from relay.commands.history import when
-from relay.config import Config, destination_key
+from relay.commands.progress import ProgressBar
+from relay.config import Config
+from relay.destination_ids import destination_key
 from relay.durations import parse_since_ms
-from relay.ingest import new_message_id
+from relay.ingest import new_deliveries, new_message_id
+from relay.regrant import plan_regrant
 from relay.runtime import SystemClock
 from relay.samples import sample_slip_event
 from relay.service import bounds_of, open_engine, open_store, wake_server
@@ -33,6 +35,8 @@ from relay.store.records import (
     DeliveryStatus,
     NewDelivery,
     NewEvent,
+    RegrantResult,
+    Replacement,
     cli_lease_owner,
 )
 from relay.store.sqlite import SqliteStore
@@ -44,93 +48,93 @@ EXIT_USAGE = 2
 # How often the CLI reads the store while the server sends: quick enough to feel
 # immediate, and a read in WAL mode never blocks the server's writes.
 OUTCOME_POLL_S = 0.1
+# Withheld rows decided again per store round trip: each carries its event's payload.
+REGRANT_PAGE_ROWS = 200
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class ProgressBar:
-    """A one-line bar on stderr while deliveries settle, drawn only on a terminal.
-
-    Elsewhere (a pipe, a log file) it writes one summary line at the end instead of
-    carriage returns. While it is drawn, a log line first clears it (`beside_logs`), so
-    the two never share a line; the next step draws it again.
-    """
-
-    def __init__(self, total: int, out: TextIO | None = None, width: int = 30) -> None:
-        self.total, self.done, self._width = total, 0, width
-        self._out = out or sys.stderr
-        self._live = self._out.isatty()
-        self._drawn = False
-
-    def advance(self, count: int = 1) -> None:
-        self.done += count
-        if self._live:
-            filled = self._width * min(self.done, self.total) // max(self.total, 1)
-            bar = "#" * filled + "." * (self._width - filled)
-            self._out.write(f"\r[{bar}] {self.done}/{self.total}")
-            self._out.flush()
-            self._drawn = True
-
-    def clear(self) -> None:
-        if self._drawn:
-            self._out.write("\r\x1b[K")
-            self._out.flush()
-            self._drawn = False
-
-    def finish(self) -> None:
-        if self._live:
-            if self._drawn:
-                self._out.write("\n")
-                self._drawn = False
-        else:
-            self._out.write(f"settled {self.done}/{self.total}\n")
-        self._out.flush()
-
-    @contextmanager
-    def beside_logs(self) -> Iterator[None]:
-        """While the block runs, every log handler clears the bar before it writes."""
-        bar = self
-
-        class _ClearBar(logging.Filter):
-            def filter(self, record: logging.LogRecord) -> bool:
-                bar.clear()
-                return True
-
-        handlers = list(logging.getLogger().handlers)
-        clear = _ClearBar()
-        for handler in handlers:
-            handler.addFilter(clear)
-        try:
-            yield
-        finally:
-            for handler in handlers:
-                handler.removeFilter(clear)
-            self.finish()
-
-
 async def replay(config: Config, args: argparse.Namespace) -> int:
-    if bool(args.ids) == bool(args.failed):
-        print("give delivery ids, or --failed [--since WHEN]", file=sys.stderr)
+    chosen = sum((bool(args.ids), args.failed, args.withheld))
+    if chosen != 1 or (args.since and args.ids) or (args.affiliate and not args.withheld):
+        print(
+            "give delivery ids, --failed [--since WHEN] or --withheld [--since WHEN] "
+            "[--affiliate CODE]",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
+    since_ms = parse_since_ms(args.since, _now_ms()) if args.since else None
     async with open_store(config) as store:
-        ids = list(args.ids)
+        ids: list[int] = list(args.ids)
         if args.failed:
-            since_ms = parse_since_ms(args.since, _now_ms()) if args.since else None
             ids = await store.failed_since(since_ms)
-        now_ms = _now_ms()
-        requeued = await store.requeue(ids, now_ms)
-        refused = sorted(set(ids) - set(requeued))
-        in_flight = set(await store.leased(refused, now_ms)) if refused else set()
-        for missing in refused:
-            if missing in in_flight:
-                print(f"delivery {missing} is being sent right now; try again in a moment")
-            else:
-                print(f"delivery {missing}: not replayable (unknown, withheld, ignored or skipped)")
-        if not requeued:
-            return EXIT_FAILED if ids else EXIT_OK
-        return await _send_now(config, store, requeued, ProgressBar(len(requeued)))
+        # Withheld rows are decided again, by the privacy gate, against the config in force.
+        granted = await _regrant(
+            config,
+            store,
+            ids=None if args.withheld else args.ids,
+            since_ms=since_ms if args.withheld else None,
+            affiliate_code=args.affiliate,
+        )
+        decided = {old for old, _ in granted.replaced} | {i for i, _ in granted.withheld}
+        rest = sorted(set(ids) - decided - set(granted.pending))
+        requeued = await store.requeue(rest, _now_ms()) if rest else []
+        await _refusals(store, sorted(set(rest) - set(requeued)))
+        to_send = sorted({*granted.pending, *requeued})
+        if not to_send:
+            refused = bool(ids) and not args.failed
+            return EXIT_FAILED if refused else EXIT_OK
+        return await _send_now(config, store, to_send, ProgressBar(len(to_send)))
+
+
+async def _regrant(
+    config: Config,
+    store: SqliteStore,
+    *,
+    ids: Sequence[int] | None,
+    since_ms: int | None,
+    affiliate_code: str | None,
+) -> RegrantResult:
+    """Decide the chosen withheld rows again, a page at a time; say what each became."""
+    total = RegrantResult()
+    before_id: int | None = None
+    while ids is None or ids:
+        rows = await store.withheld(
+            ids=ids,
+            since_ms=since_ms,
+            affiliate_code=affiliate_code,
+            before_id=before_id,
+            limit=REGRANT_PAGE_ROWS,
+        )
+        if not rows:
+            break
+        regrants, redecided = plan_regrant(config, rows)
+        replacements = [
+            Replacement(r.delivery_ids, r.event_row_id, new_deliveries(r.decisions))
+            for r in redecided
+        ]
+        result = await store.regrant(regrants, replacements, _now_ms())
+        total.pending.extend(result.pending)
+        total.withheld.extend(result.withheld)
+        total.replaced.extend(result.replaced)
+        before_id = rows[-1].id
+    for delivery_id, reason in total.withheld:
+        print(f"delivery {delivery_id}: still withheld: {reason}")
+    for old_id, new_ids in total.replaced:
+        listed = ", ".join(str(i) for i in new_ids)
+        print(f"delivery {old_id}: decided again, replaced by deliveries {listed}")
+    return total
+
+
+async def _refusals(store: Store, refused: list[int]) -> None:
+    in_flight = set(await store.leased(refused, _now_ms())) if refused else set()
+    for missing in refused:
+        if missing in in_flight:
+            print(f"delivery {missing} is being sent right now; try again in a moment")
+        else:
+            print(f"delivery {missing}: not replayable (unknown, ignored, skipped or superseded)")
 
 
 async def send_test(config: Config, args: argparse.Namespace) -> int:
@@ -155,14 +159,18 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    indexes = range(len(affiliate.destinations))
+    chosen = affiliate.destinations
     if args.destination is not None:
-        if args.destination not in indexes:
+        picked = affiliate.destination(args.destination)
+        if picked is None:
+            known = ", ".join(d.stable_id for d in affiliate.destinations) or "none"
             print(
-                f"affiliate {affiliate.code} has no destination {args.destination}", file=sys.stderr
+                f"affiliate {affiliate.code} has no destination {args.destination!r}; "
+                f"its destination ids: {known}",
+                file=sys.stderr,
             )
             return EXIT_USAGE
-        indexes = range(args.destination, args.destination + 1)
+        chosen = (picked,)
     now_ms = _now_ms()
     event = sample_slip_event(affiliate.code, affiliate.name, affiliate.locale, now_ms)
     deliveries = tuple(
@@ -171,11 +179,11 @@ async def send_test(config: Config, args: argparse.Namespace) -> int:
             reason="test notification (relay send-test)",
             message_id=new_message_id(),
             affiliate_code=affiliate.code,
-            destination_key=destination_key(producer.id, affiliate.code, i),
-            channel=affiliate.destinations[i].kind,
+            destination_key=destination_key(producer.id, affiliate.code, d.stable_id),
+            channel=d.kind,
             kind=DeliveryKind.TEST,
         )
-        for i in indexes
+        for d in chosen
     )
     if not deliveries:
         print(f"affiliate {affiliate.code} has no destinations", file=sys.stderr)
@@ -252,6 +260,10 @@ async def _report(store: Store, ids: list[int], waiting: set[int]) -> int:
             note = "queued: the running server sends it (see `relay show`)"
         elif row.status == "pending":
             note = f"retry at {when(row.next_attempt_at_ms)}: {row.last_error}"
+        elif row.status in ("withheld", "skipped"):
+            # The gate said no when it came to send: the sender's config, which a running
+            # server read when it started, is not the one this command read.
+            note = f"{row.reason} (a running relay reads its config when it starts)"
         failed += row.status != "delivered"
         print(f"delivery {row.id} -> {row.destination_key}: {row.status} {note}".rstrip())
     return EXIT_OK if failed == 0 else EXIT_FAILED
@@ -263,7 +275,9 @@ async def destinations(config: Config, args: argparse.Namespace) -> int:
         if key:
             if find_destination(config, key) is None:
                 print(
-                    f"no destination {key}; run `relay destinations` for the keys", file=sys.stderr
+                    f"no destination {key}; run `relay destinations` for the keys "
+                    "(producer/affiliate/id: a destination's id, not its position)",
+                    file=sys.stderr,
                 )
                 return EXIT_USAGE
             enable = bool(args.enable)
@@ -275,8 +289,8 @@ async def destinations(config: Config, args: argparse.Namespace) -> int:
     rows = []
     for producer in config.producers:
         for affiliate in producer.affiliates:
-            for index, destination in enumerate(affiliate.destinations):
-                k = destination_key(producer.id, affiliate.code, index)
+            for destination in affiliate.destinations:
+                k = destination_key(producer.id, affiliate.code, destination.stable_id)
                 h = health.get(k)
                 enabled = destination.enabled and (h.enabled if h else True)
                 rows.append(

@@ -22,6 +22,10 @@ from relay.store.records import (
     HistoryFilter,
     IngestResult,
     NewEvent,
+    Regrant,
+    RegrantResult,
+    Replacement,
+    WithheldRow,
     WriteHealth,
 )
 
@@ -134,5 +138,26 @@ class Store(Protocol):
     async def set_destination_enabled(
         self, key: str, enabled: bool, reason: str, now_ms: int
     ) -> None: ...
+
+    async def withheld(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        since_ms: int | None = None,
+        affiliate_code: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[WithheldRow]:
+        """Withheld notifications (among `ids`, created since, of one affiliate) with their
+        stored events: newest first, at most `limit` of them, with ids below `before_id`."""
+        ...
+
+    async def regrant(
+        self, regrants: Sequence[Regrant], replacements: Sequence[Replacement], now_ms: int
+    ) -> RegrantResult:
+        """Apply decisions made again for withheld rows, in one transaction: each is due
+        now or still withheld, or is replaced by new rows of its event. A row no longer
+        withheld when this runs is left alone."""
+        ...
 
     async def count_by_status(self) -> dict[str, int]: ...

@@ -13,6 +13,8 @@ class DeliveryStatus(StrEnum):
     WITHHELD = "withheld"  # privacy gate said no
     SKIPPED = "skipped"  # not subscribed, out of scope, no slip, destination disabled
     IGNORED = "ignored"  # the event named no affiliate
+    # A withheld row decided again and replaced by rows per destination; its reason names them.
+    SUPERSEDED = "superseded"
 
 
 class DeliveryKind(StrEnum):
@@ -66,6 +68,49 @@ class NewEvent:
             if all(d.status == DeliveryStatus.IGNORED for d in self.deliveries)
             else ("accepted")
         )
+
+
+@dataclass(frozen=True)
+class WithheldRow:
+    """A withheld delivery with what deciding it again needs: its event, as stored."""
+
+    id: int
+    event_row_id: int
+    producer_id: str
+    affiliate_code: str
+    destination_key: str | None
+    payload_json: str
+    # Every destination this event already has a row for, for this affiliate (any status).
+    event_keys: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Regrant:
+    """One withheld row decided again in place: due now (PENDING), or still WITHHELD."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    reason: str
+    channel: str | None = None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """Withheld rows (no destination, or one no longer in the config) replaced by new rows
+    of their event, one per destination the affiliate has now."""
+
+    delivery_ids: tuple[int, ...]
+    event_row_id: int
+    deliveries: tuple[NewDelivery, ...]
+
+
+@dataclass(frozen=True)
+class RegrantResult:
+    """What a regrant did; rows that were no longer withheld when it ran are left out."""
+
+    pending: list[int] = field(default_factory=list)  # due now: sent like a replay
+    withheld: list[tuple[int, str]] = field(default_factory=list)  # (id, the new reason)
+    replaced: list[tuple[int, list[int]]] = field(default_factory=list)  # (old id, new ids)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -41,6 +41,10 @@ from relay.store.records import (
     HistoryFilter,
     IngestResult,
     NewEvent,
+    Regrant,
+    RegrantResult,
+    Replacement,
+    WithheldRow,
     WriteHealth,
 )
 from relay.store.sqlite_connection import (
@@ -53,6 +57,7 @@ from relay.store.sqlite_connection import (
     run_unit,
     transaction,
 )
+from relay.store.sqlite_regrant import regrant, rekey_positional, withheld_rows
 from relay.store.sqlite_statements import (
     SQL_DIR,
     Outcome,
@@ -79,13 +84,20 @@ async def open_sqlite_store(
     *,
     busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
     factory: type[UnitConnection] = UnitConnection,
+    positional_keys: Mapping[str, str] | None = None,
 ) -> AsyncIterator[SqliteStore]:
-    """Open (creating and migrating) the database; always close it, or the process hangs."""
+    """Open (creating and migrating) the database; always close it, or the process hangs.
+
+    `positional_keys` maps each `p/a/index` key to its id key under the config in force:
+    given it, the first open rekeys what an older relay stored (once per store).
+    """
     await asyncio.to_thread(create_private, path)
     conn = await connect(path, factory)
     try:
         store = SqliteStore(conn, busy_timeout_s=busy_timeout_ms / 1000)
         await store.run(lambda c: prepare(c, busy_timeout_ms, SQL_DIR))
+        if positional_keys is not None:
+            await store.rekey_positional(positional_keys, time.time_ns() // 1_000_000)
         async with store.group_commit.running(), store.outcome_commit.running():
             yield store
     finally:
@@ -333,6 +345,35 @@ class SqliteStore:
             conn.execute(Q["set_destination_enabled"], params)
 
         await self.transaction(work)
+
+    async def rekey_positional(self, new_by_old: Mapping[str, str], now_ms: int) -> None:
+        """Once per store: move the positional keys an older relay wrote to id keys."""
+        rekeyed = await self.transaction(lambda c: rekey_positional(c, new_by_old, now_ms))
+        if rekeyed is not None:
+            rekeyed.log()
+
+    async def withheld(
+        self,
+        *,
+        ids: Sequence[int] | None = None,
+        since_ms: int | None = None,
+        affiliate_code: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[WithheldRow]:
+        params = {
+            "ids": None if ids is None else json.dumps(list(ids)),
+            "since_ms": since_ms,
+            "affiliate_code": affiliate_code,
+            "before_id": before_id,
+            "limit": limit,
+        }
+        return await self.run(lambda c: withheld_rows(c, params))
+
+    async def regrant(
+        self, regrants: Sequence[Regrant], replacements: Sequence[Replacement], now_ms: int
+    ) -> RegrantResult:
+        return await self.transaction(lambda c: regrant(c, regrants, replacements, now_ms))
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())

@@ -246,3 +246,75 @@ SELECT id FROM deliveries
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND (status != 'pending' OR attempts > replayed_after)
 ORDER BY id;
+
+-- name: step_done
+SELECT 1 FROM one_time_steps WHERE name = :name;
+
+-- name: mark_step_done
+INSERT INTO one_time_steps (name, done_at_ms, detail) VALUES (:name, :now_ms, :detail);
+
+-- name: rekey_deliveries
+-- A positional key becomes the destination's id key, on its deliveries and its alerts.
+UPDATE deliveries
+SET destination_key = CASE WHEN destination_key = :old THEN :new ELSE 'alert:' || :new END
+WHERE destination_key IN (:old, 'alert:' || :old);
+
+-- name: rekey_destinations
+UPDATE destinations SET key = :new WHERE key = :old;
+
+-- name: stored_keys
+-- Every destination key the store holds, for the rekey to name those left unmapped.
+SELECT DISTINCT destination_key FROM deliveries WHERE destination_key IS NOT NULL
+UNION SELECT key FROM destinations;
+
+-- name: withheld_rows
+-- Withheld notifications, newest first, a page at a time (keyset: ids below :before_id,
+-- so rows a regrant adds meanwhile are never read back), with their stored event and
+-- every destination that event already has a row for, for this affiliate (so deciding
+-- again never adds a second row for one destination).
+SELECT d.id, d.event_id, d.producer_id, d.affiliate_code, d.destination_key, e.payload_json,
+       (SELECT json_group_array(o.destination_key) FROM deliveries o
+        WHERE o.event_id = d.event_id AND o.affiliate_code = d.affiliate_code
+          AND o.kind = 'notification' AND o.destination_key IS NOT NULL) AS event_keys
+FROM deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.status = 'withheld' AND d.kind = 'notification'
+  AND (:before_id IS NULL OR d.id < :before_id)
+  AND (:ids IS NULL OR d.id IN (SELECT value FROM json_each(:ids)))
+  AND (:since_ms IS NULL OR d.created_at_ms >= :since_ms)
+  AND (:affiliate_code IS NULL OR d.affiliate_code = :affiliate_code)
+ORDER BY d.id DESC
+LIMIT :limit;
+
+-- name: regrant
+-- A withheld row decided again: due now with a fresh schedule, as a replay makes it, or
+-- still withheld with its new reason. Only while it is still withheld.
+UPDATE deliveries
+SET status = :status, reason = :reason, channel = COALESCE(:channel, channel),
+    next_attempt_at_ms = CASE WHEN :status = 'pending' THEN :now_ms END,
+    replayed_after = attempts, lease_until_ms = NULL, lease_token = NULL, lease_owner = NULL,
+    updated_at_ms = :now_ms
+WHERE id = :id AND status = 'withheld'
+RETURNING id;
+
+-- name: still_withheld
+SELECT id FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'withheld'
+ORDER BY id;
+
+-- name: insert_redecided
+-- A new row of an old event, unless that event already has one for this destination.
+INSERT INTO deliveries (event_id, kind, producer_id, affiliate_code, destination_key, channel,
+                        event_name, status, reason, message_id, next_attempt_at_ms,
+                        created_at_ms, updated_at_ms)
+SELECT e.id, :kind, e.producer_id, :affiliate_code, :destination_key, :channel, e.event_name,
+       :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms
+FROM events e
+WHERE e.id = :event_id
+  AND NOT EXISTS (SELECT 1 FROM deliveries o
+                  WHERE o.event_id = e.id AND o.destination_key = :destination_key
+                    AND o.kind = :kind)
+RETURNING id;
+
+-- name: supersede
+UPDATE deliveries SET status = 'superseded', reason = :reason, updated_at_ms = :now_ms
+WHERE id = :id AND status = 'withheld';
