@@ -147,9 +147,10 @@ def test_410_fails_at_once_and_disables_the_destination(
     assert row["status"] == "failed"
     assert outcomes(detail) == [("permanent", 410)]
     listed = relay.cli("destinations", "--json")
-    health = {d["key"]: d for d in json.loads(listed.stdout)}
-    assert health["acme/status-410/0"]["enabled"] is False
-    assert "410" in health["acme/status-410/0"]["disabled_reason"]
+    health = {d["key"]: d for d in json.loads(listed.stdout)}[row["destination_key"]]
+    assert row["destination_key"].startswith("acme/status-410/webhook-")
+    assert health["enabled"] is False
+    assert "410" in health["disabled_reason"]
     assert_memory_bounded(memory, figures)
 
 
