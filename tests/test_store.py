@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store import StoreRejected, StoreUnavailable
-from relay.store.group_commit import GroupCommit, ItemFailed
-from relay.store.records import (
+from relay.records import (
     AttemptRecord,
     AttemptResolution,
     ClaimedDelivery,
@@ -19,9 +17,12 @@ from relay.store.records import (
     DeliveryStatus,
     HealthEffect,
     HistoryFilter,
+    NewAlert,
     NewDelivery,
     NewEvent,
 )
+from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.store.sqlite_statements import Q
 
@@ -64,7 +65,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
             pass
     assert db.stat().st_mode & 0o777 == 0o600  # buyer data: the relay's user only
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 
@@ -183,7 +184,15 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
             AttemptResolution(DeliveryStatus.FAILED, None, "HTTP 500", HealthEffect.FAILED),
             KEY,
             2,
-            new_event(f"alert{i}", key=f"alert:{KEY}"),
+            NewAlert(
+                producer_id="acme",
+                alert_id=f"alert{i}",
+                event_name="DESTINATION_DISABLED",
+                destination_key=KEY,
+                message_id=f"msg_alert{i}",
+                reason=f"destination {KEY} was disabled",
+                payload_json="{}",
+            ),
             now_ms=2,
             lease_token=delivery.lease_token,
         )
@@ -193,7 +202,7 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
     assert (health.enabled, health.consecutive_failures) == (False, 4)
     assert "2 consecutive failed deliveries" in health.disabled_reason
     pending = await store.history(HistoryFilter(status="pending"))
-    assert [r.destination_key for r in pending] == [f"alert:{KEY}"]
+    assert [(r.kind, r.destination_key) for r in pending] == [("alert", KEY)]
 
 
 async def test_success_resets_the_failure_run(store: SqliteStore) -> None:

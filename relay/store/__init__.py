@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from relay.store.records import (
+from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
@@ -21,6 +21,7 @@ from relay.store.records import (
     HealthChange,
     HistoryFilter,
     IngestResult,
+    NewAlert,
     NewEvent,
     Regrant,
     RegrantResult,
@@ -83,7 +84,7 @@ class Store(Protocol):
         resolution: AttemptResolution,
         destination_key: str,
         disable_after_failures: int,
-        alert: NewEvent | None,
+        alert: NewAlert | None,
         now_ms: int,
         *,
         lease_token: str,

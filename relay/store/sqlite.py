@@ -25,9 +25,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-from relay.store import StoreRejected, StoreUnavailable
-from relay.store.group_commit import GroupCommit, ItemFailed
-from relay.store.records import (
+from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
@@ -40,6 +38,7 @@ from relay.store.records import (
     HealthChange,
     HistoryFilter,
     IngestResult,
+    NewAlert,
     NewEvent,
     Regrant,
     RegrantResult,
@@ -47,6 +46,8 @@ from relay.store.records import (
     WithheldRow,
     WriteHealth,
 )
+from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
     connect,
@@ -213,7 +214,7 @@ class SqliteStore:
         resolution: AttemptResolution,
         destination_key: str,
         disable_after_failures: int,
-        alert: NewEvent | None,
+        alert: NewAlert | None,
         now_ms: int,
         *,
         lease_token: str,

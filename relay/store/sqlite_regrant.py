@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from relay.store.records import (
+from relay.records import (
     DeliveryStatus,
     Regrant,
     RegrantResult,
@@ -59,13 +59,12 @@ def rekey_positional(
     for old, new in new_by_old.items():
         params = {"old": old, "new": new}
         moved_rows += conn.execute(Q["rekey_deliveries"], params).rowcount
+        conn.execute(Q["rekey_alerts"], params)
         moved_health += conn.execute(Q["rekey_destinations"], params).rowcount
     # An id starts with a letter, so a key that ends in digits is one this config could
     # not place: its destination was gone before the upgrade.
     unmapped = sorted(
-        key
-        for (key,) in conn.execute(Q["stored_keys"])
-        if key.removeprefix("alert:").rpartition("/")[2].isdigit()
+        key for (key,) in conn.execute(Q["stored_keys"]) if key.rpartition("/")[2].isdigit()
     )
     detail = f"{moved_rows} deliveries and {moved_health} destinations moved to id keys"
     if unmapped:

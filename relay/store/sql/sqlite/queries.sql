@@ -21,7 +21,8 @@ VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :chan
         :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms);
 
 -- name: skip_disabled_due
--- A row in flight is left to its holder, whose outcome write settles it.
+-- A row in flight is left to its holder, whose outcome write settles it. An alert is
+-- keyed by the disabled destination it is about, and must still go to its producer.
 UPDATE deliveries
 SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_token = NULL,
     lease_owner = NULL, updated_at_ms = :now_ms,
@@ -255,9 +256,13 @@ INSERT INTO one_time_steps (name, done_at_ms, detail) VALUES (:name, :now_ms, :d
 
 -- name: rekey_deliveries
 -- A positional key becomes the destination's id key, on its deliveries and its alerts.
-UPDATE deliveries
-SET destination_key = CASE WHEN destination_key = :old THEN :new ELSE 'alert:' || :new END
-WHERE destination_key IN (:old, 'alert:' || :old);
+UPDATE deliveries SET destination_key = :new WHERE destination_key = :old;
+
+-- name: rekey_alerts
+-- What an alert is about (relay/alerts.py: DestinationDisabled) follows its destination.
+UPDATE events SET payload_json = json_set(payload_json, '$.destination_key', :new)
+WHERE source = 'relay' AND event_name = 'DESTINATION_DISABLED' AND json_valid(payload_json)
+  AND json_extract(payload_json, '$.destination_key') = :old;
 
 -- name: rekey_destinations
 UPDATE destinations SET key = :new WHERE key = :old;
