@@ -20,7 +20,8 @@ run: $(BIN)/relay
 lint: $(BIN)/relay
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/ruff format --check relay tests bench
-	$(BIN)/mypy --strict relay
+	$(BIN)/mypy --strict relay bench
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest --cov --cov-branch --cov-report=term
