@@ -19,7 +19,7 @@ from relay.records import (
     Replacement,
     WithheldRow,
 )
-from relay.store.sqlite_statements import Q
+from relay.store.sqlite_statements import Q, from_row, named_rows
 
 REKEY_STEP = "destination ids"
 log = logging.getLogger("relay.store")
@@ -75,16 +75,8 @@ def rekey_positional(
 
 def withheld_rows(conn: sqlite3.Connection, params: Mapping[str, object]) -> list[WithheldRow]:
     return [
-        WithheldRow(
-            id=row[0],
-            event_row_id=row[1],
-            producer_id=row[2],
-            affiliate_code=row[3],
-            destination_key=row[4],
-            payload_json=row[5],
-            event_keys=frozenset(json.loads(row[6])),
-        )
-        for row in conn.execute(Q["withheld_rows"], params)
+        from_row(WithheldRow, row, event_keys=frozenset(json.loads(row["event_keys"])))
+        for row in named_rows(conn, "withheld_rows", params)
     ]
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.records import (
     AttemptRecord,
@@ -34,13 +34,34 @@ from relay.store.group_commit import ItemFailed
 from relay.store.queries import load_queries
 from relay.store.sqlite_connection import is_store_fault
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Record = TypeVar("Record", bound="DataclassInstance")
 
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
 Q = load_queries(SQL_DIR / "queries.sql")
 ALERT_SOURCE = "relay"  # the `source` of an alert's event: the relay itself, not Hotmart
+
+
+def named_rows(
+    conn: sqlite3.Connection, query: str, params: Mapping[str, Any] | None = None
+) -> list[sqlite3.Row]:
+    """The rows of the named query, each readable by column name."""
+    cursor = conn.execute(Q[query], params or {})
+    cursor.row_factory = sqlite3.Row
+    return cursor.fetchall()
+
+
+def from_row(record: type[Record], row: sqlite3.Row, **values: Any) -> Record:
+    """A record whose every field is read from the column of its name (or given in
+    `values`): the SQL may list its columns in any order."""
+    return record(
+        **{f.name: values[f.name] if f.name in values else row[f.name] for f in fields(record)}
+    )
 
 
 @dataclass(frozen=True)
@@ -268,10 +289,8 @@ def read_claimed(
     conn: sqlite3.Connection, ids: list[int], now_ms: int
 ) -> tuple[list[ClaimedDelivery], list[UnreadableRow]]:
     """The claimed rows; any that cannot be read is failed here, so it never kills a claim."""
-    cursor = conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)})
-    cursor.row_factory = sqlite3.Row
     deliveries, unreadable = [], []
-    for row in cursor.fetchall():
+    for row in named_rows(conn, "claimed_rows", {"ids": json.dumps(ids)}):
         try:
             read = claimed_delivery(row)
         except Exception as exc:  # whatever else is wrong with it: the type, never the data

@@ -238,7 +238,7 @@ WHERE status = 'failed' AND (:since_ms IS NULL OR created_at_ms >= :since_ms)
 ORDER BY id;
 
 -- name: count_by_status
-SELECT status, COUNT(*) FROM deliveries GROUP BY status;
+SELECT status, COUNT(*) AS deliveries FROM deliveries GROUP BY status;
 
 -- name: settled_since_replay
 -- Rows whose outcome is known since they were last queued: no longer pending, or with an
@@ -277,7 +277,8 @@ UNION SELECT key FROM destinations;
 -- so rows a regrant adds meanwhile are never read back), with their stored event and
 -- every destination that event already has a row for, for this affiliate (so deciding
 -- again never adds a second row for one destination).
-SELECT d.id, d.event_id, d.producer_id, d.affiliate_code, d.destination_key, e.payload_json,
+SELECT d.id, d.event_id AS event_row_id, d.producer_id, d.affiliate_code, d.destination_key,
+       e.payload_json,
        (SELECT json_group_array(o.destination_key) FROM deliveries o
         WHERE o.event_id = d.event_id AND o.affiliate_code = d.affiliate_code
           AND o.kind = 'notification' AND o.destination_key IS NOT NULL) AS event_keys
