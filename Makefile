@@ -5,8 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 FLOORS_VENV ?= .venv-floors
-# The suite's branch coverage may not fall below this (percent, total): today's level.
-COVERAGE_FLOOR ?= 97
+# The suite's branch coverage may not fall below this (percent, total): before issue 12
+# it stood at 96.65, with the unit tier at 96.66.
+COVERAGE_FLOOR ?= 96.5
 
 .PHONY: run test lint bench test-floors clean
 
