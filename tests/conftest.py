@@ -140,3 +140,15 @@ def key_of(raw: dict[str, Any], code: str, index: int = 0) -> str:
     assert address is not None
     destination_id = destination.get("id") or derived_id(destination["kind"], address)
     return destination_key(producer["id"], code, destination_id)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.bench_smoke import start_bench
+
+    start_bench(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.bench_smoke import stop_bench
+
+    stop_bench(session)
