@@ -5,6 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.example.toml
 FLOORS_VENV ?= .venv-floors
+# The suite's branch coverage may not fall below this (percent, total): before issue 12
+# it stood at 96.65, with the unit tier at 96.66.
+COVERAGE_FLOOR ?= 96.5
 
 .PHONY: run test lint bench test-floors clean
 
@@ -20,10 +23,11 @@ run: $(BIN)/relay
 lint: $(BIN)/relay
 	$(BIN)/ruff check relay tests bench
 	$(BIN)/ruff format --check relay tests bench
-	$(BIN)/mypy --strict relay
+	$(BIN)/mypy --strict relay bench
+	$(BIN)/lint-imports
 
 test: lint
-	$(BIN)/pytest --cov --cov-branch --cov-report=term
+	$(BIN)/pytest --cov --cov-branch --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 # The whole suite with every runtime dependency at its floor in pyproject.toml, so each
 # `>=` there is a version that has passed, not a guess. Its own venv, rebuilt each time.

@@ -1,8 +1,12 @@
-"""Benchmarks 3 and 4: relay's channels against the raw client libraries they wrap.
+"""Benchmarks 3 and 4: relay's delivery path against the raw client libraries it wraps.
 
-The peers (a webhook sink, an SMTP server) run in their own process. Each side is
-warmed up, then raw and relay alternate for a few rounds and the best round of each
-is compared, which damps a noisy neighbour without hiding a real difference.
+The peers (a webhook sink, an SMTP server) run in their own process. The relay side is
+`relay serve` delivering a backlog: the slips are committed through the store protocol
+first, then the relay is started and sends them all (claim, render, sign, send,
+record), and its own attempt records give the window from the first send to the last
+answer. The raw side sends the same number of requests with the bare library. Raw and
+relay alternate for a few rounds and the best round of each is compared, which damps a
+noisy neighbour without hiding a real difference.
 """
 
 from __future__ import annotations
@@ -26,26 +30,34 @@ from bench.common import (
     ROOT,
     SECRET,
     Child,
+    attempt_windows_ms,
     free_port,
     peer_process,
     ratio,
+    relay_config,
+    relay_process,
+    relay_store,
+    seed_slips,
+    settled_count,
+    write_relay_config,
 )
-from relay.channels.base import DeliveryError, EmailMessageSpec, WebhookMessage
-from relay.channels.email import EmailChannel, build_message, open_email_channel
-from relay.channels.webhook import WebhookChannel, open_webhook_channel
-from relay.config import EmailConfig
+from relay.store import Store
 
 WEBHOOK_ROUNDS = 3  # a round takes well under a second
-EMAIL_ROUNDS = 2  # a round at relay's pace takes about 4 s
+EMAIL_ROUNDS = 2  # a round at relay's pace takes a few seconds
 WEBHOOK_COUNT, WEBHOOK_CONCURRENCY = 2000, 32
 EMAIL_COUNT, SMTP_POOL_SIZE = 1000, 8
 ONE_SHOT_COUNT = 500  # a fresh connection per message is slow; half the count tells enough
+# Roughly what each side sends per second here, to size a run of a given length.
+WEBHOOK_PER_S, EMAIL_PER_S = 1000, 300
 WARMUP_COUNT = 100
 TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 120.0  # the relay's whole backlog, on a busy machine
 FROM = "Relay bench <relay@example.com>"
 TO = "lucia@example.com"
 
 SendOne = Callable[[int], Awaitable[bool]]  # True when the receiver accepted it
+Side = Callable[[int], Awaitable["Round"]]  # one timed round of `count` sends
 
 
 @dataclass
@@ -57,7 +69,7 @@ class Round:
 
     @property
     def per_s(self) -> float:
-        return self.count / self.elapsed_s
+        return self.count / self.elapsed_s if self.elapsed_s else 0.0
 
 
 async def drive(
@@ -82,17 +94,59 @@ async def drive(
     return Round(count, elapsed_s, failures, peer_cpu_s)
 
 
-async def compare(
-    sides: dict[str, SendOne], count: int, concurrency: int, peer: Child, rounds: int
-) -> dict[str, Any]:
-    """Warm every side up, then alternate rounds; report each side's best round."""
-    for send_one in sides.values():
-        await drive(WARMUP_COUNT, concurrency, send_one)
+def raw_side(concurrency: int, send_one: SendOne, peer: Child) -> Side:
+    async def run(count: int) -> Round:
+        return await drive(count, concurrency, send_one, peer)
+
+    return run
+
+
+def relay_side(destination: dict[str, Any], concurrency: int, peer: Child) -> Side:
+    """`relay serve`, in a fresh directory per round, delivering `count` seeded slips."""
+
+    async def run(count: int) -> Round:
+        with tempfile.TemporaryDirectory(prefix="relay-bench-delivery-") as tmp:
+            workdir = Path(tmp)
+            port = free_port()
+            raw = relay_config(
+                workdir,
+                port,
+                [destination],
+                concurrency=concurrency,
+                per_destination_concurrency=concurrency,
+                allow_private_networks=True,
+            )
+            config = write_relay_config(workdir, raw)
+            await seed_slips(config, count)
+            cpu_before = peer.cpu_s()
+            async with relay_process(config, port, workdir), relay_store(config) as store:
+                delivered, failed = await _settled(store, count)
+                windows = await attempt_windows_ms(store, count)
+            cpu_after = peer.cpu_s()
+        first = min((started for started, _ in windows), default=0)
+        last = max((started + latency for started, latency in windows), default=0.0)
+        peer_cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        return Round(delivered, (last - first) / 1000, failed + count - delivered, peer_cpu_s)
+
+    return run
+
+
+async def _settled(store: Store, count: int) -> tuple[int, int]:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    delivered, failed = await settled_count(store)
+    while delivered + failed < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        delivered, failed = await settled_count(store)
+    return delivered, failed
+
+
+async def compare(sides: dict[str, Side], count: int, rounds: int) -> dict[str, Any]:
+    """Alternate rounds; report each side's best round."""
     timed: dict[str, list[Round]] = {name: [] for name in sides}
     for _ in range(rounds):
-        for name, send_one in sides.items():
-            timed[name].append(await drive(count, concurrency, send_one, peer))
-    result: dict[str, Any] = {"count": count, "concurrency": concurrency, "rounds": rounds}
+        for name, side in sides.items():
+            timed[name].append(await side(count))
+    result: dict[str, Any] = {"count": count, "rounds": rounds}
     for name, runs in timed.items():
         best = max(runs, key=lambda r: r.per_s)
         result[name] = {
@@ -101,7 +155,9 @@ async def compare(
             "failures": sum(r.failures for r in runs),
             # Near 1.0 means the peer server, not the side measured, set the pace.
             "peer_cpu_share": (
-                None if best.peer_cpu_s is None else round(best.peer_cpu_s / best.elapsed_s, 2)
+                None
+                if best.peer_cpu_s is None or not best.elapsed_s
+                else round(best.peer_cpu_s / best.elapsed_s, 2)
             ),
         }
     return result
@@ -113,6 +169,10 @@ def add_ratio(result: dict[str, Any], numerator: str, denominator: str) -> float
     return value
 
 
+def _sized(full: int, per_s: int, seconds: float | None) -> int:
+    return full if seconds is None else max(20, int(per_s * seconds))
+
+
 # -- 3. webhook ----------------------------------------------------------------------
 
 
@@ -121,11 +181,10 @@ def webhook_body() -> bytes:
     return orjson.dumps(orjson.loads(FIXTURE.read_bytes()))
 
 
-async def run_webhook(quick: bool = False) -> dict[str, Any]:
-    count = WEBHOOK_COUNT // 4 if quick else WEBHOOK_COUNT
-    print(
-        f"[3] webhook: {count} POSTs, concurrency {WEBHOOK_CONCURRENCY}, best of {WEBHOOK_ROUNDS}"
-    )
+async def run_webhook(seconds: float | None = None) -> dict[str, Any]:
+    count = _sized(WEBHOOK_COUNT, WEBHOOK_PER_S, seconds)
+    rounds = 1 if seconds is not None else WEBHOOK_ROUNDS
+    print(f"[3] webhook: {count} POSTs, concurrency {WEBHOOK_CONCURRENCY}, best of {rounds}")
     body = webhook_body()
     with tempfile.TemporaryDirectory(prefix="relay-bench-webhook-") as tmp:
         port = free_port()
@@ -136,19 +195,18 @@ async def run_webhook(quick: bool = False) -> dict[str, Any]:
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)
             ) as session,
-            open_webhook_channel(
-                timeout_s=TIMEOUT_S,
-                concurrency=WEBHOOK_CONCURRENCY,
-                allow_private_networks=True,
-            ) as channel,
         ):
+            raw = raw_webhook_sender(session, url, body)
+            await drive(min(WARMUP_COUNT, count), WEBHOOK_CONCURRENCY, raw)
+            destination = {"kind": "webhook", "url": url, "secret": SECRET}
             sides = {
-                "raw": raw_webhook_sender(session, url, body),
-                "relay": relay_webhook_sender(channel, url, body),
+                "raw": raw_side(WEBHOOK_CONCURRENCY, raw, sink),
+                "relay": relay_side(destination, WEBHOOK_CONCURRENCY, sink),
             }
-            result = await compare(sides, count, WEBHOOK_CONCURRENCY, sink, WEBHOOK_ROUNDS)
+            result = await compare(sides, count, rounds)
+    result["concurrency"] = WEBHOOK_CONCURRENCY
     add_ratio(result, "relay", "raw")
-    _print_sides(result, {"raw": "raw aiohttp post", "relay": "WebhookChannel.send"}, "POST/s")
+    _print_sides(result, {"raw": "raw aiohttp post", "relay": "relay serve"}, "POST/s")
     print(f"    ratio relay/raw = {result['ratio_relay_to_raw']}")
     return result
 
@@ -167,48 +225,34 @@ def raw_webhook_sender(session: aiohttp.ClientSession, url: str, body: bytes) ->
     return send_one
 
 
-def relay_webhook_sender(channel: WebhookChannel, url: str, body: bytes) -> SendOne:
-    async def send_one(index: int) -> bool:
-        try:
-            await channel.send(WebhookMessage(url, SECRET, f"msg_bench{index:08d}", body))
-        except DeliveryError:
-            return False
-        return True
-
-    return send_one
-
-
 # -- 4. email ------------------------------------------------------------------------
 
 
-def email_spec(index: int) -> EmailMessageSpec:
-    """A message the size of relay's slip email: the Spanish templates, as text."""
+def mime_message(index: int) -> EmailMessage:
+    """A message the size of relay's slip email (the Spanish templates), built the way
+    any Python sender builds one: text and HTML alternatives, a Message-ID."""
     templates = ROOT / "templates"
-    return EmailMessageSpec(
-        to=TO,
-        subject="Tu ficha OXXO para Curso de Repostería Profesional",
-        text=(templates / "billet_printed.es.txt").read_text(encoding="utf-8"),
-        html=(templates / "billet_printed.es.html").read_text(encoding="utf-8"),
-        message_id=f"msg_bench{index:08d}",
+    message = EmailMessage()
+    message["From"] = FROM
+    message["To"] = TO
+    message["Subject"] = "Tu ficha OXXO para Curso de Repostería Profesional"
+    message["Message-ID"] = f"<msg_bench{index:08d}@bench>"
+    message.set_content((templates / "billet_printed.es.txt").read_text(encoding="utf-8"))
+    message.add_alternative(
+        (templates / "billet_printed.es.html").read_text(encoding="utf-8"), subtype="html"
     )
+    return message
 
 
-async def run_email(quick: bool = False) -> dict[str, Any]:
-    count = EMAIL_COUNT // 4 if quick else EMAIL_COUNT
-    one_shot_count = ONE_SHOT_COUNT // 4 if quick else ONE_SHOT_COUNT
-    print(f"[4] email: {count} messages over {SMTP_POOL_SIZE} connections, best of {EMAIL_ROUNDS}")
-    spec = email_spec(0)
-    message = build_message(spec, FROM)  # "raw" sends this one prebuilt message throughout
+async def run_email(seconds: float | None = None) -> dict[str, Any]:
+    count = _sized(EMAIL_COUNT, EMAIL_PER_S, seconds)
+    one_shot_count = _sized(ONE_SHOT_COUNT, EMAIL_PER_S // 2, seconds)
+    rounds = 1 if seconds is not None else EMAIL_ROUNDS
+    print(f"[4] email: {count} messages over {SMTP_POOL_SIZE} connections, best of {rounds}")
+    message = mime_message(0)  # "raw" sends this one prebuilt message throughout
     with tempfile.TemporaryDirectory(prefix="relay-bench-email-") as tmp:
         workdir = Path(tmp)
         port = free_port()
-        config = EmailConfig.model_validate(
-            {
-                "from": FROM,
-                "transport": "smtp",
-                "smtp": {"host": HOST, "port": port, "pool_size": SMTP_POOL_SIZE},
-            }
-        )
         async with peer_process("smtp", port, workdir) as smtp:
             clients = [
                 aiosmtplib.SMTP(hostname=HOST, port=port, timeout=TIMEOUT_S)
@@ -217,25 +261,24 @@ async def run_email(quick: bool = False) -> dict[str, Any]:
             try:
                 for client in clients:
                     await client.connect()
-                async with open_email_channel(
-                    config, base_dir=workdir, timeout_s=TIMEOUT_S
-                ) as channel:
-                    sides = {
-                        "raw": raw_pooled_sender(clients, lambda index: message),
-                        # The same pool, building the MIME message per send as relay does:
-                        # what is left between this and relay is the pool's own cost.
-                        "raw_mime_per_message": raw_pooled_sender(
-                            clients, lambda index: build_message(spec, FROM)
-                        ),
-                        "relay": relay_email_sender(channel, spec),
-                    }
-                    result = await compare(sides, count, SMTP_POOL_SIZE, smtp, EMAIL_ROUNDS)
+                prebuilt = raw_pooled_sender(clients, lambda index: message)
+                await drive(min(WARMUP_COUNT, count), SMTP_POOL_SIZE, prebuilt)
+                sides = {
+                    "raw": raw_side(SMTP_POOL_SIZE, prebuilt, smtp),
+                    # The same pool, building the MIME message per send as relay does.
+                    "raw_mime_per_message": raw_side(
+                        SMTP_POOL_SIZE, raw_pooled_sender(clients, mime_message), smtp
+                    ),
+                    "relay": relay_side({"kind": "email", "to": TO}, SMTP_POOL_SIZE, smtp),
+                }
+                result = await compare(sides, count, rounds)
             finally:
                 for client in clients:
                     client.close()
             one_shot = await drive(
                 one_shot_count, SMTP_POOL_SIZE, one_shot_sender(port, message), smtp
             )
+    result["concurrency"] = SMTP_POOL_SIZE
     add_ratio(result, "relay", "raw")
     add_ratio(result, "relay", "raw_mime_per_message")
     result["one_shot"] = {
@@ -246,7 +289,7 @@ async def run_email(quick: bool = False) -> dict[str, Any]:
     labels = {
         "raw": "raw aiosmtplib x8",
         "raw_mime_per_message": "  + MIME per message",
-        "relay": "relay SMTP pool",
+        "relay": "relay serve",
     }
     _print_sides(result, labels, "msg/s")
     print(f"    one-shot send()      {one_shot.per_s:8.0f} msg/s  (a connection per message)")
@@ -271,19 +314,6 @@ def raw_pooled_sender(
                 await clients[slot].send_message(message, sender=FROM, recipients=[TO])
             except aiosmtplib.SMTPException:
                 return False
-        return True
-
-    return send_one
-
-
-def relay_email_sender(channel: EmailChannel, spec: EmailMessageSpec) -> SendOne:
-    async def send_one(index: int) -> bool:
-        try:
-            await channel.send(
-                EmailMessageSpec(spec.to, spec.subject, spec.text, spec.html, f"msg_{index}")
-            )
-        except DeliveryError:
-            return False
         return True
 
     return send_one

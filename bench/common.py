@@ -21,6 +21,14 @@ from typing import Any
 
 import aiohttp
 
+from relay.config import Config, load_config
+from relay.decide import decide
+from relay.hotmart import parse_json_event
+from relay.outbox import decided_rows, new_event
+from relay.records import HistoryFilter
+from relay.store import Store
+from relay.store.backend import open_store
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "billet_printed_oxxo.json"
 HOST = "127.0.0.1"  # every benchmark stays on loopback
@@ -128,12 +136,53 @@ def relay_config(
 
 def write_relay_config(workdir: Path, raw: dict[str, Any]) -> Path:
     """Write the TOML and validate it here, so a bad config fails before any child starts."""
-    from relay.config import load_config
-
     path = workdir / "relay.toml"
     path.write_text(to_toml(raw), encoding="utf-8")
     load_config(path, {})
     return path
+
+
+# -- the store, through its protocol (relay.store.Store) -------------------------------
+
+
+@asynccontextmanager
+async def relay_store(config_path: Path) -> AsyncIterator[Store]:
+    """The store a relay config names, opened as the relay opens it."""
+    async with open_store(load_config(config_path, {})) as store:
+        yield store
+
+
+async def seed_slips(config_path: Path, count: int) -> None:
+    """Commit `count` OXXO slips, each with a fresh id, as ingest would: one delivery
+    each, pending, for the config's one destination. The relay started next sends them."""
+    config: Config = load_config(config_path, {})
+    producer = config.producers[0]
+    bodies = EventBodies()
+    async with open_store(config) as store:
+        batch = []
+        for _ in range(count):
+            event = parse_json_event(json.loads(bodies.next()[1]))
+            batch.append(new_event(producer.id, event, decided_rows(decide(producer, event))))
+        now_ms = time.time_ns() // 1_000_000
+        await asyncio.gather(*(store.ingest(item, now_ms) for item in batch))
+
+
+async def settled_count(store: Store) -> tuple[int, int]:
+    """(delivered, failed) deliveries so far."""
+    counts = await store.count_by_status()
+    return counts.get("delivered", 0), counts.get("failed", 0)
+
+
+async def attempt_windows_ms(store: Store, limit: int) -> list[tuple[int, float]]:
+    """(started_at_ms, latency_ms) of the first attempt of each of the newest `limit`
+    deliveries, as the relay recorded them."""
+    windows = []
+    for row in await store.history(HistoryFilter(limit=limit)):
+        detail = await store.delivery(row.id)
+        if detail is not None and detail.attempts:
+            first = detail.attempts[0]
+            windows.append((first.started_at_ms, first.latency_ms))
+    return windows
 
 
 @dataclass

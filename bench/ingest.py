@@ -15,7 +15,6 @@ carries both processes' CPU shares to show which side set the pace.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -38,13 +37,14 @@ from bench.common import (
     ratio,
     relay_config,
     relay_process,
+    relay_store,
+    settled_count,
     write_relay_config,
 )
 
 CONNECTIONS = 64  # as DESIGN.md's wrk runs
 WARMUP_S = 1.0
 DURATION_S = 8.0
-QUICK_DURATION_S = 2.0
 
 
 @dataclass
@@ -142,23 +142,20 @@ async def generate_load(
     return result
 
 
-def count_rows(db_path: Path) -> dict[str, int]:
-    """Events and deliveries committed, read after relay has stopped."""
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        deliveries = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
-        delivered = conn.execute(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'delivered'"
-        ).fetchone()[0]
-    return {"events": events, "deliveries": deliveries, "delivered": delivered}
+async def count_rows(config_path: Path) -> dict[str, int]:
+    """Deliveries committed (one per accepted event here), read after relay has stopped."""
+    async with relay_store(config_path) as store:
+        deliveries = sum((await store.count_by_status()).values())
+        delivered, _ = await settled_count(store)
+    return {"deliveries": deliveries, "delivered": delivered}
 
 
 Measure = Callable[[str, Child, Path], Awaitable[tuple[float, dict[str, Any]]]]
 
 
-def python_generator(duration_s: float) -> Measure:
+def python_generator(duration_s: float, warmup_s: float) -> Measure:
     async def measure(url: str, server: Child, workdir: Path) -> tuple[float, dict[str, Any]]:
-        load = await generate_load(url, server, duration_s=duration_s)
+        load = await generate_load(url, server, warmup_s=warmup_s, duration_s=duration_s)
         summary = load.summary()
         summary["bad_responses"] = load.non_200 + load.not_accepted + load.errors
         return load.rps, summary
@@ -166,9 +163,9 @@ def python_generator(duration_s: float) -> Measure:
     return measure
 
 
-def wrk_generator(duration_s: float) -> Measure:
+def wrk_generator(duration_s: float, warmup_s: float) -> Measure:
     async def measure(url: str, server: Child, workdir: Path) -> tuple[float, dict[str, Any]]:
-        await wrk.run_wrk(url, server, workdir, connections=CONNECTIONS, duration_s=WARMUP_S)
+        await wrk.run_wrk(url, server, workdir, connections=CONNECTIONS, duration_s=warmup_s)
         load = await wrk.run_wrk(
             url, server, workdir, connections=CONNECTIONS, duration_s=duration_s
         )
@@ -198,11 +195,11 @@ async def bare_vs_relay(name: str, measure: Measure) -> dict[str, Any]:
                 f"http://{HOST}:{port}{INGEST_PATH}", relay, workdir
             )
         _print_load(f"{name}: relay", relay_summary)
-        rows = count_rows(workdir / "relay.sqlite3")
+        rows = await count_rows(config)
     share = ratio(relay_rps, bare_rps)
     print(
         f"    {name}: ratio relay/bare = {share}   relay bad responses: "
-        f"{relay_summary['bad_responses']}; {rows['events']} events and "
+        f"{relay_summary['bad_responses']}; "
         f"{rows['deliveries']} delivery rows on disk ({rows['delivered']} delivered by stop)"
     )
     return {
@@ -213,14 +210,15 @@ async def bare_vs_relay(name: str, measure: Measure) -> dict[str, Any]:
     }
 
 
-async def run(quick: bool = False) -> dict[str, Any]:
-    duration_s = QUICK_DURATION_S if quick else DURATION_S
-    generators = {"python": python_generator(duration_s)}
+async def run(seconds: float | None = None) -> dict[str, Any]:
+    duration_s = DURATION_S if seconds is None else seconds
+    warmup_s = WARMUP_S if seconds is None else min(WARMUP_S, seconds / 2)
+    generators = {"python": python_generator(duration_s, warmup_s)}
     if wrk.available():
-        generators["wrk"] = wrk_generator(duration_s)
+        generators["wrk"] = wrk_generator(duration_s, warmup_s)
     print(
         f"[1] ingest throughput: {CONNECTIONS} connections, {duration_s:g}s after a "
-        f"{WARMUP_S:g}s warm-up; generators: {', '.join(generators)}"
+        f"{warmup_s:g}s warm-up; generators: {', '.join(generators)}"
     )
     results: dict[str, Any] = {"connections": CONNECTIONS, "duration_s": duration_s}
     for name, measure in generators.items():

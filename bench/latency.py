@@ -10,7 +10,6 @@ replies), the last at the roadmap's 500 events/s.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -36,8 +35,11 @@ from bench.common import (
     percentiles_ms,
     relay_config,
     relay_process,
+    relay_store,
     write_relay_config,
 )
+from relay.records import HistoryFilter
+from relay.store import Store
 
 # (name, events, rate per second or None for one at a time)
 RUNS: tuple[tuple[str, int, float | None], ...] = (
@@ -45,11 +47,7 @@ RUNS: tuple[tuple[str, int, float | None], ...] = (
     ("steady 200/s", 1000, 200.0),
     ("steady 500/s", 2000, 500.0),
 )
-QUICK_RUNS: tuple[tuple[str, int, float | None], ...] = (
-    ("sequential", 200, None),
-    ("steady 200/s", 300, 200.0),
-    ("steady 500/s", 500, 500.0),
-)
+SEQUENTIAL_PER_S = 100  # one at a time takes a few ms each: to size a run of given length
 WARMUP_EVENTS = 50
 ARRIVAL_TIMEOUT_S = 30.0  # after the last send; anything later counts as missing
 SENDER_CONNECTIONS = 64
@@ -181,26 +179,23 @@ async def one_run(
     }
 
 
-def where_time_went(db_path: Path, event_ids: list[str]) -> dict[str, Any]:
+async def where_time_went(store: Store, event_ids: list[str]) -> dict[str, Any]:
     """From relay's own records: waiting before the attempt, and the POST itself.
 
     `queued` runs from the ingest commit's clock reading to the attempt's start (the
     dispatcher's wake-up, the claim transaction, the per-destination limit); `send` is
     the channel's POST to the sink. The rest of end-to-end is HTTP ingest and render.
     """
-    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
-        conn.execute("CREATE TEMP TABLE run_ids (hotmart_id TEXT PRIMARY KEY)")
-        conn.executemany("INSERT INTO run_ids VALUES (?)", [(e,) for e in event_ids])
-        rows = conn.execute(
-            "SELECT a.started_at_ms - d.created_at_ms, a.latency_ms"
-            " FROM run_ids r JOIN events e ON e.hotmart_id = r.hotmart_id"
-            " JOIN deliveries d ON d.event_id = e.id"
-            " JOIN attempts a ON a.delivery_id = d.id AND a.attempt_no = 1"
-        ).fetchall()
-    return {
-        "queued": percentiles_ms([queued_ms / 1000 for queued_ms, _ in rows]),
-        "send": percentiles_ms([send_ms / 1000 for _, send_ms in rows]),
-    }
+    queued_s, send_s = [], []
+    for event_id in event_ids:
+        for row in await store.history(HistoryFilter(hotmart_id=event_id, limit=1)):
+            detail = await store.delivery(row.id)
+            if detail is None or not detail.attempts:
+                continue
+            first = detail.attempts[0]
+            queued_s.append((first.started_at_ms - row.created_at_ms) / 1000)
+            send_s.append(first.latency_ms / 1000)
+    return {"queued": percentiles_ms(queued_s), "send": percentiles_ms(send_s)}
 
 
 async def _wait_for_arrivals(sink: TimingSink, event_ids: list[str]) -> None:
@@ -211,8 +206,18 @@ async def _wait_for_arrivals(sink: TimingSink, event_ids: list[str]) -> None:
         waiting = [event_id for event_id in waiting if event_id not in sink.arrivals]
 
 
-async def run(quick: bool = False) -> dict[str, Any]:
-    runs = QUICK_RUNS if quick else RUNS
+def sized_runs(seconds: float | None) -> tuple[tuple[str, int, float | None], ...]:
+    """The runs, each lasting about `seconds` when given."""
+    if seconds is None:
+        return RUNS
+    return tuple(
+        (name, max(10, int((SEQUENTIAL_PER_S if rate is None else rate) * seconds)), rate)
+        for name, _, rate in RUNS
+    )
+
+
+async def run(seconds: float | None = None) -> dict[str, Any]:
+    runs = sized_runs(seconds)
     print("[2] end-to-end latency: POST sent -> signed webhook at the affiliate's sink")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-latency-") as tmp:
@@ -224,29 +229,31 @@ async def run(quick: bool = False) -> dict[str, Any]:
             ]
             raw = relay_config(workdir, port, destinations, allow_private_networks=True)
             config = write_relay_config(workdir, raw)
-            db_path = workdir / "relay.sqlite3"
             connector = aiohttp.TCPConnector(limit=SENDER_CONNECTIONS)
             async with (
                 relay_process(config, port, workdir) as relay,
                 aiohttp.ClientSession(connector=connector) as session,
             ):
                 sender = Sender(session, f"http://{HOST}:{port}{INGEST_PATH}")
-                await one_run(sender, sink, relay, WARMUP_EVENTS, 200.0)
+                warmup = WARMUP_EVENTS if seconds is None else min(WARMUP_EVENTS, 10)
+                await one_run(sender, sink, relay, warmup, 200.0)
                 ids_by_run = {}
                 for name, count, rate in runs:
                     results[name] = outcome = await one_run(sender, sink, relay, count, rate)
                     ids_by_run[name] = list(sender.sent_at)
                     _print_run(name, outcome)
-            print("    inside relay (from its attempts table):")
-            for name, event_ids in ids_by_run.items():
-                results[name]["inside_relay"] = parts = where_time_went(db_path, event_ids)
-                print(
-                    f"    {name:<13} queued before the attempt: median "
-                    f"{parts['queued'].get('median_ms', 0):7.1f}  p99 "
-                    f"{parts['queued'].get('p99_ms', 0):7.1f} ms;  POST to sink: median "
-                    f"{parts['send'].get('median_ms', 0):5.1f}  p99 "
-                    f"{parts['send'].get('p99_ms', 0):5.1f} ms"
-                )
+            print("    inside relay (from its attempt records):")
+            async with relay_store(config) as store:
+                for name, event_ids in ids_by_run.items():
+                    parts = await where_time_went(store, event_ids)
+                    results[name]["inside_relay"] = parts
+                    print(
+                        f"    {name:<13} queued before the attempt: median "
+                        f"{parts['queued'].get('median_ms', 0):7.1f}  p99 "
+                        f"{parts['queued'].get('p99_ms', 0):7.1f} ms;  POST to sink: median "
+                        f"{parts['send'].get('median_ms', 0):5.1f}  p99 "
+                        f"{parts['send'].get('p99_ms', 0):5.1f} ms"
+                    )
             results["duplicates"] = sink.duplicates
             results["unreadable"] = sink.unreadable
             results["signature_verified"] = sink.signature_ok()

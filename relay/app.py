@@ -1,38 +1,48 @@
-"""Wire the aiohttp application: routes, and the resources that live as long as it does."""
+"""Wire the aiohttp application: one `init_app(config)`, its routes, and the running
+relay that lives as long as it does (`cleanup_ctx`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 
 from aiohttp import web
 
+from relay.app_keys import RELAY
+from relay.clock import Clock
+from relay.config import Config
+from relay.engine import open_relay, running
 from relay.ingest import handle_hotmart_post
-from relay.runtime import RUNTIME, Runtime
-
-RuntimeFactory = Callable[[], AbstractAsyncContextManager[Runtime]]
+from relay.readiness import PROBE_INTERVAL_S
 
 
-def make_app(
-    open_runtime: RuntimeFactory, *, max_body_bytes: int, ingest_path: str
+def init_app(
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    wake_on_signal: bool = False,
+    probe_interval_s: float = PROBE_INTERVAL_S,
 ) -> web.Application:
-    """Build the app; `open_runtime` opens the store (and the dispatcher) on startup."""
+    """The app for `config`: on startup it opens the relay (store, channels, dispatcher)
+    and runs it; on cleanup it drains and closes it. `wake_on_signal`: see `running`."""
     # aiohttp enforces the body limit itself, with a 413, even for chunked uploads.
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[json_errors])
 
-    async def runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_runtime() as runtime:
-            app[RUNTIME] = runtime
+    async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with (
+            open_relay(config, clock=clock) as relay,
+            running(relay, wake_on_signal=wake_on_signal, probe_interval_s=probe_interval_s),
+        ):
+            app[RELAY] = relay
             yield
 
     async def draining(app: web.Application) -> None:
         # Shutdown has begun: say so at once, before attempts in flight are drained.
-        if RUNTIME in app:
-            app[RUNTIME].readiness.draining = True
+        if RELAY in app:
+            app[RELAY].readiness.draining = True
 
-    app.cleanup_ctx.append(runtime_ctx)
+    app.cleanup_ctx.append(relay_ctx)
     app.on_shutdown.append(draining)
-    app.router.add_post(ingest_path, handle_hotmart_post)
+    app.router.add_post(config.server.path, handle_hotmart_post)
     app.router.add_get("/livez", handle_livez)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/healthz", handle_readyz)  # the name older setups probe
@@ -64,5 +74,5 @@ async def handle_livez(request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     """Can this relay accept and deliver? From state only: it never waits on the store."""
-    ready, body = request.app[RUNTIME].readiness.report()
+    ready, body = request.app[RELAY].readiness.report()
     return web.json_response(body, status=200 if ready else 503)

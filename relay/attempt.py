@@ -15,14 +15,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from relay.alerts import AlertTarget, alert_email, alert_for, alert_target
 from relay.attempt_outcome import (
     Sent,
     Unsent,
-    alert_event,
     attempt_record,
     check_size,
     iso_utc_ms,
@@ -30,11 +30,10 @@ from relay.attempt_outcome import (
     refusal_now,
     resolve,
 )
-from relay.channels.base import EmailMessageSpec, WebhookMessage
-from relay.channels.email import EmailChannel
-from relay.channels.webhook import WebhookChannel
+from relay.clock import Clock
 from relay.config import Config, WebhookDestination
 from relay.hotmart import Event
+from relay.messages import EmailMessageSpec, Outgoing, Sender, WebhookMessage
 from relay.outcomes import (
     AttemptReport,
     DeliveryError,
@@ -43,20 +42,14 @@ from relay.outcomes import (
     TransientError,
     loggable,
 )
-from relay.render import DestinationAlert, Notification, RenderError
-from relay.runtime import Clock
+from relay.records import ClaimedDelivery, DeliveryKind, DeliveryStatus, HealthEffect
+from relay.render import Notification, RenderError
 from relay.store import Store, StoreRejected, StoreUnavailable
-from relay.store.records import ClaimedDelivery, DeliveryKind, DeliveryStatus, HealthEffect
 from relay.targets import Target, TemplateSet, resolve_target
 
 log = logging.getLogger("relay.attempt")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Channels:
-    email: EmailChannel
-    webhook: WebhookChannel
+Compose = Callable[[], Awaitable[Outgoing]]  # renders what one attempt sends
 
 
 @dataclass
@@ -73,7 +66,7 @@ class AttemptRunner:
         self,
         config: Config,
         store: Store,
-        channels: Channels,
+        channels: Sender,
         templates: TemplateSet,
         clock: Clock,
         *,
@@ -130,6 +123,32 @@ class AttemptRunner:
         return Sent(progress.started_at_ms, latency_ms, progress.payload, AttemptReport(), error)
 
     async def _attempt(self, delivery: ClaimedDelivery, progress: _Progress) -> Sent | Unsent:
+        compose = self._composer(delivery)
+        if isinstance(compose, Unsent):
+            return compose
+        progress.started_at_ms = self._clock.now_ms()
+        progress.started = time.perf_counter()
+        error: DeliveryError | None = None
+        try:
+            try:
+                outgoing = await compose()
+            except RenderError as exc:  # a broken template is a permanent failure of ours
+                raise PermanentError(f"template error: {exc}", fault=Fault.OURS) from exc
+            progress.payload = outgoing.payload
+            check_size(outgoing)
+            report = await self._channels.send(outgoing, now_s=self._clock.now_ms() / 1000)
+        except DeliveryError as failure:
+            error, report = failure, failure.report
+        latency_ms = report.latency_ms or (time.perf_counter() - progress.started) * 1000
+        return Sent(progress.started_at_ms, latency_ms, progress.payload, report, error)
+
+    def _composer(self, delivery: ClaimedDelivery) -> Compose | Unsent:
+        """How to render what this delivery sends, or why it is not sent at all."""
+        if delivery.kind == DeliveryKind.ALERT:
+            alert = alert_target(self._config, delivery)
+            if isinstance(alert, str):  # the producer has no alert_email any more
+                return Unsent(DeliveryStatus.FAILED, alert)
+            return lambda: self._alert_email(delivery, alert)
         target = resolve_target(self._config, delivery)
         if isinstance(target, str):  # the config no longer names this destination
             return Unsent(DeliveryStatus.FAILED, target)
@@ -138,64 +157,36 @@ class AttemptRunner:
             refusal = refusal_now(target, event, delivery.destination_key)
             if refusal is not None:
                 return refusal
-        progress.started_at_ms = self._clock.now_ms()
-        progress.started = time.perf_counter()
-        error: DeliveryError | None = None
-        try:
-            outgoing = self._render(delivery, target, event, await self._alert_context(target))
-            progress.payload = outgoing.payload
-            check_size(outgoing)
-            report = await self._send(outgoing)
-        except DeliveryError as failure:
-            error, report = failure, failure.report
-        latency_ms = report.latency_ms or (time.perf_counter() - progress.started) * 1000
-        return Sent(progress.started_at_ms, latency_ms, progress.payload, report, error)
+        return lambda: self._notification(delivery, target, event)
 
-    async def _alert_context(self, target: Target) -> DestinationAlert | None:
-        if not target.alerted_key:
-            return None
-        health = (await self._store.destination_health()).get(target.alerted_key)
-        return DestinationAlert(
-            producer_name=target.producer.name or target.producer.id,
-            destination_key=target.alerted_key,
-            destination_label=target.alerted_label,
-            last_error=health.last_error if health else "",
-            consecutive_failures=health.consecutive_failures if health else 0,
-        )
+    async def _alert_email(self, delivery: ClaimedDelivery, alert: AlertTarget) -> Outgoing:
+        # The destination's health as it is now: the failures that disabled it.
+        health = (await self._store.destination_health()).get(alert.alert.destination_key)
+        templates = self._templates.for_producer(alert.producer.id)
+        return alert_email(alert, templates, health, delivery.message_id)
 
-    def _render(
-        self,
-        delivery: ClaimedDelivery,
-        target: Target,
-        event: Event,
-        alert: DestinationAlert | None,
-    ) -> WebhookMessage | EmailMessageSpec:
-        """Render what will be sent; a broken template is a permanent failure of ours."""
+    async def _notification(
+        self, delivery: ClaimedDelivery, target: Target, event: Event
+    ) -> Outgoing:
         templates = self._templates.for_producer(target.producer.id)
-        try:
-            if alert is not None:
-                rendered = templates.alert_email(alert)
-            else:
-                notification = Notification(
-                    event=event,
-                    affiliate_code=target.affiliate_code,
-                    affiliate_name=target.affiliate_name(event),
-                    producer_name=target.producer.name or target.producer.id,
-                    locale=target.locale,
-                    # A relay send-test, or Hotmart's own test button (product id 0).
-                    is_test=delivery.kind == DeliveryKind.TEST or event.is_test,
-                    message_id=delivery.message_id,
-                )
-                if isinstance(target.destination, WebhookDestination):
-                    return WebhookMessage(
-                        target.destination.url,
-                        target.destination.secret,
-                        delivery.message_id,
-                        templates.webhook_body(notification),
-                    )
-                rendered = templates.email(notification)
-        except RenderError as exc:
-            raise PermanentError(f"template error: {exc}", fault=Fault.OURS) from exc
+        notification = Notification(
+            event=event,
+            affiliate_code=target.affiliate_code,
+            affiliate_name=target.affiliate_name(event),
+            producer_name=target.producer.name or target.producer.id,
+            locale=target.locale,
+            # A relay send-test, or Hotmart's own test button (product id 0).
+            is_test=delivery.kind == DeliveryKind.TEST or event.is_test,
+            message_id=delivery.message_id,
+        )
+        if isinstance(target.destination, WebhookDestination):
+            return WebhookMessage(
+                target.destination.url,
+                target.destination.secret,
+                delivery.message_id,
+                templates.webhook_body(notification),
+            )
+        rendered = templates.email(notification)
         return EmailMessageSpec(
             to=target.email_to,
             subject=rendered.subject,
@@ -204,11 +195,6 @@ class AttemptRunner:
             message_id=delivery.message_id,
         )
 
-    async def _send(self, outgoing: WebhookMessage | EmailMessageSpec) -> AttemptReport:
-        if isinstance(outgoing, WebhookMessage):
-            return await self._channels.webhook.send(outgoing, now_s=self._clock.now_ms() / 1000)
-        return await self._channels.email.send(outgoing)
-
     async def _record(self, delivery: ClaimedDelivery, sent: Sent) -> DeliveryStatus | None:
         attempt_no = delivery.attempts + 1
         now_ms = self._clock.now_ms()
@@ -216,7 +202,7 @@ class AttemptRunner:
         resolution = resolve(delivery, attempt_no, sent.error, retry_delays_s, now_ms, self._rng)
         alert = None
         if resolution.health in (HealthEffect.FAILED, HealthEffect.GONE):
-            alert = alert_event(self._config, delivery, now_ms)
+            alert = alert_for(self._config, delivery, now_ms)
         write = self._store.record_attempt(
             attempt_record(delivery.id, attempt_no, sent),
             resolution,

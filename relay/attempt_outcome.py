@@ -12,23 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from relay.channels.base import EmailMessageSpec, WebhookMessage
-from relay.config import Config, DeliveryConfig
+from relay.config import DeliveryConfig
 from relay.decide import Outcome, decide
 from relay.hotmart import Event
+from relay.messages import EmailMessageSpec, WebhookMessage
 from relay.outcomes import AttemptReport, DeliveryError, Fault, PermanentError, clip_utf8
-from relay.retry import next_retry
-from relay.store.records import (
+from relay.records import (
     AttemptRecord,
     AttemptResolution,
     ClaimedDelivery,
     DeliveryKind,
     DeliveryStatus,
     HealthEffect,
-    NewDelivery,
-    NewEvent,
 )
-from relay.targets import ALERT_KEY_PREFIX, Target
+from relay.retry import next_retry
+from relay.targets import Target
 
 # The budget of one attempt, everything up to its outcome write: render, the alert's
 # store read, waits for a pool slot (SMTP connection, HTTP connector) and the send. The
@@ -149,33 +147,6 @@ def resolve(
     health = (HealthEffect.GONE if gone else HealthEffect.FAILED) if counts else HealthEffect.NONE
     reason = clip_utf8(decision.reason, MAX_STORED_DETAIL_BYTES)
     return AttemptResolution(DeliveryStatus.FAILED, None, reason, health)
-
-
-def alert_event(config: Config, delivery: ClaimedDelivery, now_ms: int) -> NewEvent | None:
-    """The producer's alert, written only if this very outcome disables the destination."""
-    producer = config.producer(delivery.producer_id)
-    if producer is None or not producer.alert_email:
-        return None
-    alert_key = f"{ALERT_KEY_PREFIX}{delivery.destination_key}"
-    return NewEvent(
-        producer_id=producer.id,
-        hotmart_id=f"alert:{delivery.destination_key}:{now_ms}",
-        event_name="DESTINATION_DISABLED",
-        source="relay",
-        transaction_code="",
-        product_id="",
-        payload_json=Event(id=alert_key, event="DESTINATION_DISABLED").model_dump_json(),
-        deliveries=(
-            NewDelivery(
-                status=DeliveryStatus.PENDING,
-                reason=f"destination {delivery.destination_key} was disabled",
-                message_id=f"msg_alert_{delivery.id}_{now_ms}",
-                destination_key=alert_key,
-                channel="email",
-                kind=DeliveryKind.ALERT,
-            ),
-        ),
-    )
 
 
 def refusal_now(target: Target, event: Event, destination_key: str) -> Unsent | None:

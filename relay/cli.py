@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from relay.checks import config_warnings, template_problems
 from relay.config import Config, ConfigError, load_config
-from relay.config_checks import config_warnings
 from relay.durations import parse_since_ms
 from relay.logs import LOG_FORMATS, LOG_LEVELS, install
-from relay.store.records import DeliveryStatus
+from relay.records import DeliveryStatus
 
 log = logging.getLogger("relay.cli")
 EXIT_OK = 0
@@ -179,9 +179,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
 
 def check_config(config: Config, *, quiet: bool = False) -> int:
     """Exit 2 on an error; warnings are printed (or, when quiet, logged) and pass."""
-    from relay.targets import TemplateSet
-
-    problems = TemplateSet(config).check()
+    problems = template_problems(config)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)

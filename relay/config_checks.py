@@ -9,16 +9,11 @@ field fails. Nothing here imports `relay.config`, which imports this: no cycle.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from difflib import get_close_matches
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from relay.addresses import is_forbidden_address, parse_ip_literal
 from relay.destination_ids import address_of, derived_id, id_problem
-
-if TYPE_CHECKING:
-    from relay.config import Config
 
 
 def resolve_env(
@@ -169,49 +164,3 @@ def check_http_url(value: str) -> None:
         raise ValueError(f"{value!r} is not an http(s) URL")
     if any(char.isspace() for char in value):
         raise ValueError(f"{value!r} is not an http(s) URL")
-
-
-def config_warnings(config: Config) -> list[tuple[str, str]]:
-    """What is valid but almost certainly not meant; check-config prints it, serve logs it.
-
-    These are warnings, not errors, because `serve` refuses to start on an error, and
-    neither costs anyone else a delivery: the slips of an affiliate with nowhere to
-    send are recorded as skipped, and a stray template file leaves the default in use.
-    """
-    from relay.render import default_templates_dir
-
-    known = _files_under(default_templates_dir())
-    found: list[tuple[str, str]] = []
-    for p_index, producer in enumerate(config.producers):
-        for a_index, affiliate in enumerate(producer.affiliates):
-            if affiliate.buyer_data and not affiliate.destinations:
-                found.append(
-                    (
-                        f"producers.{p_index}.affiliates.{a_index}",
-                        f"affiliate {affiliate.code} has buyer_data = true but no destinations:"
-                        " its slips are recorded as skipped and never sent",
-                    )
-                )
-        if producer.templates_dir is None:
-            continue
-        folder = config.resolve_path(producer.templates_dir)
-        for name in sorted(_files_under(folder) - known if folder.is_dir() else set()):
-            hint = get_close_matches(name, known, n=1)
-            found.append(
-                (
-                    f"producers.{p_index}.templates_dir",
-                    f"{name} matches no template name and is never used"
-                    + (f" (did you mean {hint[0]}?)" if hint else ""),
-                )
-            )
-    return found
-
-
-def _files_under(folder: Path) -> set[str]:
-    """Template names as the loader sees them: paths relative to `folder`, hidden ones left out."""
-    return {
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-    }

@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable, Sequence
 
 from relay.attempt import AttemptRunner
+from relay.clock import Clock, Sleeper, wait_for_event
 from relay.config import DeliveryConfig
-from relay.runtime import Clock
+from relay.records import SERVE_LEASE_OWNER, ClaimedDelivery, DeliveryStatus
 from relay.store import Store, StoreUnavailable
-from relay.store.records import SERVE_LEASE_OWNER, ClaimedDelivery, DeliveryStatus
 
 log = logging.getLogger("relay.dispatch")
 
@@ -47,6 +47,7 @@ class Dispatcher:
         *,
         lease_s: float,
         owner: str = SERVE_LEASE_OWNER,
+        sleeper: Sleeper = wait_for_event,
     ) -> None:
         self._store = store
         self._runner = runner
@@ -55,6 +56,7 @@ class Dispatcher:
         self._wakeup = wakeup
         self._lease_s = lease_s  # from AttemptBounds: longer than any attempt holding it
         self._owner = owner
+        self._sleeper = sleeper  # waits on `wakeup`; a unit test's never waits real time
         self._stopping = False
         self._leases_released = False
         self._in_flight: dict[int, asyncio.Task[DeliveryStatus | None]] = {}
@@ -208,8 +210,7 @@ class Dispatcher:
         return UNCLAIMABLE_RECHECK_S
 
     async def _sleep(self, timeout_s: float | None) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+        await self._sleeper(self._wakeup, timeout_s)
 
 
 def _settled(task: asyncio.Task[DeliveryStatus | None]) -> bool:

@@ -10,20 +10,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import secrets
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
 
+from relay.app_keys import RELAY
 from relay.config import Config, ProducerConfig
 from relay.decide import Decision, Outcome, decide
+from relay.engine import Relay
 from relay.hotmart import Event, MalformedEvent, parse_json_event, parse_v1_postback
-from relay.runtime import RUNTIME, Runtime
+from relay.outbox import STATUS_OF_OUTCOME, decided_rows, new_event
 from relay.store import StoreUnavailable
-from relay.store.records import DeliveryStatus, NewDelivery, NewEvent
 
 log = logging.getLogger("relay.ingest")
 
@@ -32,30 +31,19 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 HOTTOK_HEADER = "X-HOTMART-HOTTOK"
 _NOT_UTF8 = "not UTF-8; send the form encoded as UTF-8"
 _DECISIONS_LOGGED = 10  # one line per event stays readable even if Hotmart lists many affiliates
-_STATUS_OF_OUTCOME = {
-    Outcome.DELIVER: DeliveryStatus.PENDING,
-    Outcome.WITHHELD: DeliveryStatus.WITHHELD,
-    Outcome.SKIPPED: DeliveryStatus.SKIPPED,
-    Outcome.IGNORED: DeliveryStatus.IGNORED,
-}
-
-
-def new_message_id() -> str:
-    """The id a receiver deduplicates on: Standard Webhooks' msg_ prefix, 128 random bits."""
-    return f"msg_{secrets.token_hex(16)}"
 
 
 async def handle_hotmart_post(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    relay = request.app[RELAY]
     try:
-        producer, event = await _authenticate_and_parse(request, runtime.config)
+        producer, event = await _authenticate_and_parse(request, relay.config)
     except _Rejected as rejection:
         # Never the token, never the body: the reason and who asked are enough to act on.
         log.warning(
             "rejected %d from %s: %s", rejection.status, request.remote or "?", rejection.summary
         )
         return rejection.response()
-    return await _commit(runtime, producer, event)
+    return await _commit(relay, producer, event)
 
 
 class _Rejected(Exception):
@@ -130,16 +118,16 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
         return MalformedEvent("(body)", f"cannot be read: {exc.__class__.__name__}")
 
 
-async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> web.Response:
+async def _commit(relay: Relay, producer: ProducerConfig, event: Event) -> web.Response:
     decisions = decide(producer, event)
-    new_event = to_new_event(producer.id, event, decisions)
+    new = new_event(producer.id, event, decided_rows(decisions))
     try:
-        result = await runtime.store.ingest(new_event, runtime.clock.now_ms())
+        result = await relay.store.ingest(new, relay.clock.now_ms())
     except (StoreUnavailable, RuntimeError) as exc:
         log.error("store cannot commit event %s of %s: %s", event.id, producer.id, exc)
         return _Rejected(503, "store unavailable", "not stored; send again").response()
     if result.deliveries:
-        runtime.wake_dispatcher()
+        relay.wake_dispatcher()
     log.info(
         "event %s %s from %s: %s",
         event.id,
@@ -149,42 +137,6 @@ async def _commit(runtime: Runtime, producer: ProducerConfig, event: Event) -> w
     )
     return web.json_response(
         {"status": result.status, "event_id": event.id, "deliveries": result.deliveries}
-    )
-
-
-def to_new_event(producer_id: str, event: Event, decisions: list[Decision]) -> NewEvent:
-    """The event as stored, with its decision rows.
-
-    The buyer is stored only if a decision may ever need it: one to send, or one withheld
-    (a late grant can still send it). An event every decision ignored or skipped is
-    stored without its buyer, since no delivery of it can ever be made.
-    """
-    needs_buyer = any(d.outcome in (Outcome.DELIVER, Outcome.WITHHELD) for d in decisions)
-    stored = event if needs_buyer else event.model_copy(update={"buyer": None})
-    return NewEvent(
-        producer_id=producer_id,
-        hotmart_id=event.id,
-        event_name=event.event,
-        source=event.source,
-        transaction_code=event.purchase.transaction,
-        product_id=event.product.id,
-        payload_json=stored.model_dump_json(),
-        deliveries=new_deliveries(decisions),
-    )
-
-
-def new_deliveries(decisions: Sequence[Decision]) -> tuple[NewDelivery, ...]:
-    """One row per decision, each with its own message id: at ingest, and for a late grant."""
-    return tuple(
-        NewDelivery(
-            status=_STATUS_OF_OUTCOME[d.outcome],
-            reason=d.reason,
-            message_id=new_message_id(),
-            affiliate_code=d.affiliate_code,
-            destination_key=d.destination_key,
-            channel=d.channel,
-        )
-        for d in decisions
     )
 
 
@@ -259,7 +211,7 @@ def _outcomes(status: str, decisions: list[Decision]) -> str:
         "no affiliate"
         if d.outcome is Outcome.IGNORED
         else f"{d.affiliate_code}{'/' + d.channel if d.channel else ''} "
-        f"{_STATUS_OF_OUTCOME[d.outcome].value}"
+        f"{STATUS_OF_OUTCOME[d.outcome].value}"
         for d in decisions[:_DECISIONS_LOGGED]
     ]
     if len(decisions) > _DECISIONS_LOGGED:

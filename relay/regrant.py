@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from relay.config import Config
 from relay.decide import Decision, Outcome, decide
 from relay.hotmart import Event
-from relay.store.records import DeliveryStatus, Regrant, WithheldRow
+from relay.records import DeliveryStatus, Regrant, WithheldRow
 
 AGAIN = "decided again: "
 

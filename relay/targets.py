@@ -11,29 +11,27 @@ from relay.config import (
     ProducerConfig,
     WebhookDestination,
 )
-from relay.destination_ids import destination_key, positional_key, split_destination_key
+from relay.destination_ids import split_destination_key
 from relay.hotmart import Event
+from relay.records import ClaimedDelivery
 from relay.render import Templates
-from relay.store.records import ClaimedDelivery, DeliveryKind
-
-ALERT_KEY_PREFIX = "alert:"
 
 
 @dataclass(frozen=True)
 class Target:
+    """An affiliate's destination, as the config in force now has it."""
+
     producer: ProducerConfig
+    affiliate: AffiliateConfig
     destination: EmailDestination | WebhookDestination
-    affiliate: AffiliateConfig | None = None  # None for producer alerts
-    alerted_key: str = ""  # for alerts: the destination that was disabled
-    alerted_label: str = ""
 
     @property
     def affiliate_code(self) -> str:
-        return self.affiliate.code if self.affiliate else ""
+        return self.affiliate.code
 
     @property
     def locale(self) -> str:
-        return self.affiliate.locale if self.affiliate else "en"
+        return self.affiliate.locale
 
     @property
     def email_to(self) -> str:
@@ -42,7 +40,7 @@ class Target:
         raise ValueError("a webhook destination has no email address")
 
     def affiliate_name(self, event: Event) -> str:
-        if self.affiliate and self.affiliate.name:
+        if self.affiliate.name:
             return self.affiliate.name
         named = next((a for a in event.affiliates if a.code == self.affiliate_code), None)
         return named.name if named else self.affiliate_code
@@ -63,22 +61,6 @@ def find_destination(
     return producer, affiliate, destination
 
 
-def positional_keys(config: Config) -> dict[str, str]:
-    """Each destination's key as an older relay wrote it (its position) -> its id key.
-
-    Right only for the config in force when the store is first opened after the upgrade;
-    one reordered before that maps positions to the wrong destinations.
-    """
-    return {
-        positional_key(producer.id, affiliate.code, index): destination_key(
-            producer.id, affiliate.code, destination.stable_id
-        )
-        for producer in config.producers
-        for affiliate in producer.affiliates
-        for index, destination in enumerate(affiliate.destinations)
-    }
-
-
 def describe(destination: EmailDestination | WebhookDestination) -> str:
     if isinstance(destination, EmailDestination):
         return f"email {destination.to}"
@@ -86,24 +68,15 @@ def describe(destination: EmailDestination | WebhookDestination) -> str:
 
 
 def resolve_target(config: Config, delivery: ClaimedDelivery) -> Target | str:
-    """The target, or the reason there is none any more."""
-    if delivery.kind == DeliveryKind.ALERT:
-        producer = config.producer(delivery.producer_id)
-        if producer is None or not producer.alert_email:
-            return f"producer {delivery.producer_id} has no alert_email"
-        alerted_key = delivery.destination_key.removeprefix(ALERT_KEY_PREFIX)
-        found = find_destination(config, alerted_key)
-        return Target(
-            producer=producer,
-            destination=EmailDestination(kind="email", to=producer.alert_email),
-            alerted_key=alerted_key,
-            alerted_label=describe(found[2]) if found else alerted_key,
-        )
+    """The target of a notification or test, or the reason there is none any more.
+
+    Alerts go to their producer instead: `relay.alerts.alert_target`.
+    """
     found = find_destination(config, delivery.destination_key)
     if found is None:
         return f"destination {delivery.destination_key} is no longer in the config"
     producer, affiliate, destination = found
-    return Target(producer=producer, destination=destination, affiliate=affiliate)
+    return Target(producer=producer, affiliate=affiliate, destination=destination)
 
 
 class TemplateSet:

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from relay.app import make_app
+from relay.app import init_app
+from relay.app_keys import RELAY
 from relay.config import Config, parse_config
 from relay.destination_ids import address_of, derived_id, destination_key
-from relay.runtime import RUNTIME, Runtime
-from relay.service import running_service
+from relay.engine import Relay
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOTTOK = "test-hottok-acme"  # the token the v1 fixture carries
@@ -120,19 +120,14 @@ def relay_client(aiohttp_client: Callable[..., Any]) -> Callable[[Config], Any]:
     """Start the real app (store, channels, dispatcher) for a config; returns a test client."""
 
     async def start(config: Config) -> TestClient[Any, Any]:
-        app = make_app(
-            lambda: running_service(config),
-            max_body_bytes=config.server.max_body_bytes,
-            ingest_path=config.server.path,
-        )
-        client: TestClient[Any, Any] = await aiohttp_client(app)
+        client: TestClient[Any, Any] = await aiohttp_client(init_app(config))
         return client
 
     return start
 
 
-def runtime_of(client: TestClient[Any, Any]) -> Runtime:
-    return client.app[RUNTIME]
+def relay_of(client: TestClient[Any, Any]) -> Relay:
+    return client.app[RELAY]
 
 
 def key_of(raw: dict[str, Any], code: str, index: int = 0) -> str:
@@ -145,3 +140,15 @@ def key_of(raw: dict[str, Any], code: str, index: int = 0) -> str:
     assert address is not None
     destination_id = destination.get("id") or derived_id(destination["kind"], address)
     return destination_key(producer["id"], code, destination_id)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    from tests.bench_smoke import start_bench
+
+    start_bench(session)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.bench_smoke import stop_bench
+
+    stop_bench(session)

@@ -13,7 +13,7 @@ import pytest
 from relay.cli import main
 from relay.config import Config
 from relay.logs import uninstall
-from tests.conftest import SECRET, build_config, fixture_json, key_of, runtime_of
+from tests.conftest import SECRET, build_config, fixture_json, key_of, relay_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_delivery import settled
 from tests.test_ingest import post_json
@@ -123,7 +123,7 @@ async def test_show_lists_every_attempt_with_payload_and_response(
         client, path = await settled_against(
             relay_client, config_dict, tmp_path, sink, [status(500), status(200)], "oxxo"
         )
-        rows = await runtime_of(client).store.history(_filter(channel="webhook"))
+        rows = await relay_of(client).store.history(_filter(channel="webhook"))
         capsys.readouterr()
         assert await run_cli(path, "show", str(rows[0].id)) == 0
     out = capsys.readouterr().out
@@ -159,7 +159,7 @@ async def settled_against(
 
 
 def _filter(**kwargs: Any) -> Any:
-    from relay.store.records import HistoryFilter
+    from relay.records import HistoryFilter
 
     return HistoryFilter(limit=100, **kwargs)
 
@@ -174,7 +174,7 @@ async def test_replay_sends_a_failed_delivery_again_with_the_same_id(
         client, path = await settled_against(
             relay_client, config_dict, tmp_path, sink, [status(500)] * 5, "oxxo"
         )
-        (failed,) = await runtime_of(client).store.history(_filter(status="failed"))
+        (failed,) = await relay_of(client).store.history(_filter(status="failed"))
         assert failed.attempts == 5
         capsys.readouterr()
 
@@ -202,9 +202,9 @@ async def test_replay_failed_since(
         client, path = await settled_against(
             relay_client, config_dict, tmp_path, sink, [status(503)] * 10, "oxxo", "baloto"
         )
-        assert len(await runtime_of(client).store.history(_filter(status="failed"))) == 2
+        assert len(await relay_of(client).store.history(_filter(status="failed"))) == 2
         assert await run_cli(path, "replay", "--failed", "--since", "1h") == 0
-        assert await runtime_of(client).store.history(_filter(status="failed")) == []
+        assert await relay_of(client).store.history(_filter(status="failed")) == []
 
 
 async def test_replay_of_a_withheld_row_decides_again_and_keeps_it_withheld(
@@ -217,7 +217,7 @@ async def test_replay_of_a_withheld_row_decides_again_and_keeps_it_withheld(
     payload = fixture_json("billet_printed_oxxo.json")
     payload["data"]["affiliates"] = [{"affiliate_code": "P0000000NP", "name": "x"}]
     await post_json(client, payload)
-    (row,) = await runtime_of(client).store.history(_filter())
+    (row,) = await relay_of(client).store.history(_filter())
     assert row.status == "withheld"
     assert await run_cli(path, "replay", str(row.id)) == 1
     assert "still withheld: decided again: affiliate is not permitted" in capsys.readouterr().out
@@ -234,7 +234,7 @@ async def test_send_test_goes_through_the_real_channel_and_is_recorded(
     (eml,) = (tmp_path / "mail" / "new").iterdir()
     text = eml.read_text(encoding="utf-8")
     assert "[PRUEBA]" in text
-    (row,) = await runtime_of(client).store.history(_filter())
+    (row,) = await relay_of(client).store.history(_filter())
     assert (row.kind, row.status) == ("test", "delivered")
     assert await run_cli(path, "send-test", "--affiliate", "NOPE") == 2
     assert await run_cli(path, "send-test", "--affiliate", "K12345678M", "--destination", "7") == 2
@@ -259,11 +259,11 @@ async def test_destinations_lists_health_and_switches(
     # A slip for a disabled destination is skipped, and replayable once enabled again.
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
-    (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
+    (row,) = await relay_of(client).store.history(_filter(affiliate_code="K12345678M"))
     assert row.status == "skipped"
     assert await run_cli(path, "destinations", "--enable", lucia) == 0
     assert await run_cli(path, "replay", str(row.id)) == 0
-    (row,) = await runtime_of(client).store.history(_filter(affiliate_code="K12345678M"))
+    (row,) = await relay_of(client).store.history(_filter(affiliate_code="K12345678M"))
     assert row.status == "delivered"
 
     assert await run_cli(path, "destinations") == 0

@@ -20,7 +20,7 @@ from relay.attempt_outcome import (
 )
 from relay.destination_ids import derived_id
 from relay.outcomes import CUT_MARK
-from relay.store.records import HistoryFilter
+from relay.records import HistoryFilter
 from tests.conftest import (
     SECRET,
     WEBHOOK_BODY_KEYS,
@@ -28,7 +28,7 @@ from tests.conftest import (
     base_config_dict,
     build_config,
     fixture_json,
-    runtime_of,
+    relay_of,
 )
 from tests.peers import (
     SmtpRecorder,
@@ -104,12 +104,12 @@ LUCIA_HOOK = "acme/K12345678M/hook"
 
 
 async def settled(client: Any) -> bool:
-    rows = await runtime_of(client).store.history(HistoryFilter(limit=1000))
+    rows = await relay_of(client).store.history(HistoryFilter(limit=1000))
     return bool(rows) and all(row.status != "pending" for row in rows)
 
 
 async def history(client: Any, **filters: Any) -> list[Any]:
-    return await runtime_of(client).store.history(HistoryFilter(limit=1000, **filters))
+    return await relay_of(client).store.history(HistoryFilter(limit=1000, **filters))
 
 
 @pytest.mark.parametrize("name", sorted(SLIPS))
@@ -177,7 +177,7 @@ async def test_500_then_503_then_200_is_three_attempts_under_one_webhook_id(
         Webhook(SECRET).verify(hit.body.decode(), hit.headers)
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
     assert (row.status, row.attempts) == ("delivered", 3)
-    detail = await runtime_of(client).store.delivery(row.id)
+    detail = await relay_of(client).store.delivery(row.id)
     assert detail is not None
     assert [a.status_code for a in detail.attempts] == [500, 503, 200]
     assert all(a.request_payload for a in detail.attempts)
@@ -192,7 +192,7 @@ async def test_410_disables_the_destination_and_alerts_the_producer_once(
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
     await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
-    health = await runtime_of(client).store.destination_health()
+    health = await relay_of(client).store.destination_health()
     assert health[LUCIA_HOOK].enabled is False
     (alert,) = recorder.to("ops@acme.example")
     alert_text = alert.get_body(preferencelist=("plain",))
@@ -219,7 +219,7 @@ async def test_sustained_failures_disable_after_the_threshold(
         await post_json(client, fixture_json(name))
         await wait_until(lambda: settled(client))
     await wait_until(lambda: len(recorder.to("ops@acme.example")) == 1)
-    health = await runtime_of(client).store.destination_health()
+    health = await relay_of(client).store.destination_health()
     assert not health[LUCIA_HOOK].enabled
     assert health[LUCIA_HOOK].consecutive_failures == 2
     failed = await history(client, status="failed")
@@ -235,7 +235,7 @@ async def test_timeout_is_retried(relay_client: Any, peers: Any, tmp_path: Path)
     await wait_until(lambda: settled(client))
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
     assert (row.status, row.attempts) == ("delivered", 2)
-    detail = await runtime_of(client).store.delivery(row.id)
+    detail = await relay_of(client).store.delivery(row.id)
     assert detail is not None
     assert detail.attempts[0].outcome == "transient"
     assert (
@@ -273,7 +273,7 @@ async def test_smtp_4xx_is_retried_and_5xx_fails_at_once(
     await wait_until(lambda: settled(client))
     failed = await history(client, channel="email", status="failed")
     assert len(failed) == 1 and failed[0].attempts == 1
-    detail = await runtime_of(client).store.delivery(failed[0].id)
+    detail = await relay_of(client).store.delivery(failed[0].id)
     assert detail is not None and detail.attempts[0].status_code == 550
 
 
@@ -285,7 +285,7 @@ async def test_revoking_buyer_data_stops_queued_deliveries(
     raw = wired_config(tmp_path, port, sink)
     first = await relay_client(build_config(raw, tmp_path))
     # Queue a delivery far in the future, so it is still pending when the config changes.
-    store = runtime_of(first).store
+    store = relay_of(first).store
     await post_json(first, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(first))
     rows = await history(first, status="delivered", channel="webhook")
@@ -354,14 +354,14 @@ async def test_shutdown_waits_for_attempts_in_flight_and_records_them(
     recorder, port, sink = peers
     sink.on("/K12345678M", slow(0.3))
     client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
-    store = runtime_of(client).store
+    store = relay_of(client).store
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: len(sink.at("/K12345678M")) == 1)
     await client.close()  # cleanup drains: the slow attempt finishes and is written
     reopened = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
     (row,) = await history(reopened, channel="webhook", affiliate_code="K12345678M")
     assert (row.status, row.attempts) == ("delivered", 1)
-    assert store is not runtime_of(reopened).store
+    assert store is not relay_of(reopened).store
 
 
 async def test_attempt_cut_off_by_shutdown_is_sent_again_after_restart_with_same_id(
@@ -389,7 +389,7 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     """Fault injection: the stored payload is corrupt. Retries stop; the log names no buyer."""
     recorder, port, sink = peers
     client = await relay_client(build_config(wired_config(tmp_path, port, sink), tmp_path))
-    store = runtime_of(client).store
+    store = relay_of(client).store
     await store.set_destination_enabled(LUCIA_MAIL, False, "hold", now_ms=0)
     await store.set_destination_enabled(LUCIA_HOOK, False, "hold", now_ms=0)
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
@@ -402,7 +402,7 @@ async def test_an_internal_error_is_a_bounded_failed_attempt_without_buyer_data_
     await store.set_destination_enabled(LUCIA_HOOK, True, "", now_ms=0)
     rows = await history(client, channel="webhook")
     assert await store.requeue([rows[0].id], now_ms=0) == [rows[0].id]
-    runtime_of(client).wake_dispatcher()
+    relay_of(client).wake_dispatcher()
     await wait_until(lambda: settled(client))
     (row,) = await history(client, channel="webhook")
     assert (row.status, row.attempts) == ("failed", 5)
@@ -425,7 +425,7 @@ async def test_a_malformed_slip_url_never_disables_a_healthy_destination(
     payload["data"]["purchase"]["payment"]["billet_url"] = "https://pay.hotmart.example[/x"
     assert (await post_json(client, payload)).status == 200
     await wait_until(lambda: settled(client))
-    health = await runtime_of(client).store.destination_health()
+    health = await relay_of(client).store.destination_health()
     for key in (LUCIA_MAIL, LUCIA_HOOK):
         assert key not in health or (health[key].enabled, health[key].consecutive_failures) == (
             True,
@@ -449,7 +449,7 @@ async def settled_with_webhook_template(
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
     assert sink.at("/K12345678M") == []  # nothing was sent...
-    health = await runtime_of(client).store.destination_health()
+    health = await relay_of(client).store.destination_health()
     assert LUCIA_HOOK not in health or health[LUCIA_HOOK].enabled
     assert recorder.to("ops@acme.example") == []  # ...and it cost the destination nothing
     return client
@@ -477,7 +477,7 @@ async def test_a_render_over_the_bound_is_never_sent_and_costs_the_destination_n
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
     assert (row.status, row.attempts) == ("failed", 1)  # ours, permanent: no retries
     assert f"over the {MAX_OUTGOING_BYTES}-byte bound" in row.last_error
-    detail = await runtime_of(client).store.delivery(row.id)
+    detail = await relay_of(client).store.delivery(row.id)
     assert detail is not None
     (kept,) = detail.attempts
     assert len(kept.request_payload.encode()) <= MAX_STORED_PAYLOAD_BYTES
@@ -493,7 +493,7 @@ async def test_a_huge_response_is_kept_cut_and_marked(
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
     (row,) = await history(client, channel="webhook", affiliate_code="K12345678M")
-    detail = await runtime_of(client).store.delivery(row.id)
+    detail = await relay_of(client).store.delivery(row.id)
     assert detail is not None
     first = detail.attempts[0]
     assert first.status_code == 500

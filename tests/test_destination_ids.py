@@ -24,10 +24,10 @@ from relay.destination_ids import (
     split_destination_key,
 )
 from relay.hotmart import parse_json_event
-from relay.service import open_store
+from relay.store.backend import open_store, positional_keys
 from relay.store.queries import load_migrations
 from relay.store.sqlite_statements import SQL_DIR
-from relay.targets import find_destination, positional_keys
+from relay.targets import find_destination
 from tests.conftest import SECRET, build_config, fixture_json
 from tests.test_cli import run_cli, write_toml
 
@@ -238,7 +238,7 @@ async def test_the_first_open_after_the_upgrade_moves_positions_to_ids_once(
     assert deliveries == [
         mail_key,
         f"acme/{LUCIA}/crm",
-        f"alert:acme/{LUCIA}/crm",
+        f"acme/{LUCIA}/crm",  # the alert about it: an alert is keyed by its destination
         f"acme/{LUCIA}/7",  # no destination sat there: left, and named in the log
         None,
     ]

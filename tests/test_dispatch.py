@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 
 from relay.attempt_outcome import AttemptBounds
+from relay.clock import SystemClock
 from relay.config import Config
 from relay.decide import decide
+from relay.engine import Relay, open_relay, running
 from relay.hotmart import parse_json_event
-from relay.ingest import to_new_event
-from relay.runtime import Runtime, SystemClock
-from relay.service import Service, open_engine, open_service, running_service
-from relay.store.records import HistoryFilter, cli_lease_owner
+from relay.outbox import decided_rows, new_event
+from relay.records import HistoryFilter, cli_lease_owner
 from tests.conftest import SECRET, base_config_dict, build_config, fixture_json
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 
@@ -41,12 +41,12 @@ def webhook_config(tmp_path: Path, sink: WebhookSink, **delivery: Any) -> Config
     return build_config(raw, tmp_path)
 
 
-async def rows(service: Service) -> list[Any]:
-    return await service.store.history(HistoryFilter(limit=100))
+async def rows(relay: Relay) -> list[Any]:
+    return await relay.store.history(HistoryFilter(limit=100))
 
 
 async def queue_slip(
-    runtime: Runtime, config: Config, hotmart_id: str = "slip-1", channel: str = ""
+    relay: Relay, config: Config, hotmart_id: str = "slip-1", channel: str = ""
 ) -> int:
     """Commit one OXXO slip for Lucía's webhook, as ingest would; return its delivery id.
 
@@ -55,12 +55,12 @@ async def queue_slip(
     payload["id"] = hotmart_id
     event = parse_json_event(payload)
     producer = config.producers[0]
-    new_event = to_new_event(producer.id, event, decide(producer, event))
+    new = new_event(producer.id, event, decided_rows(decide(producer, event)))
     if channel:
-        (delivery,) = new_event.deliveries
-        new_event = replace(new_event, deliveries=(replace(delivery, channel=channel),))
-    result = await runtime.store.ingest(new_event, now_ms=runtime.clock.now_ms())
-    (delivery_id,) = await runtime.store.delivery_ids_of_event(result.event_row_id)
+        (delivery,) = new.deliveries
+        new = replace(new, deliveries=(replace(delivery, channel=channel),))
+    result = await relay.store.ingest(new, now_ms=relay.clock.now_ms())
+    (delivery_id,) = await relay.store.delivery_ids_of_event(result.event_row_id)
     return delivery_id
 
 
@@ -70,10 +70,10 @@ async def test_a_burst_runs_a_delivery_through_retries_due_soon(
     """Defect 10: run_burst returned after one failed attempt, against its docstring."""
     sink.on(HOOK, status(500), status(503), status(200))
     config = webhook_config(tmp_path, sink)
-    async with open_service(config) as service:
-        delivery_id = await queue_slip(service.runtime, config)
-        await service.dispatcher.run_burst(only_ids=[delivery_id])
-        (row,) = await rows(service)
+    async with open_relay(config) as relay:
+        delivery_id = await queue_slip(relay, config)
+        await relay.dispatcher.run_burst(only_ids=[delivery_id])
+        (row,) = await rows(relay)
     assert (row.status, row.attempts) == ("delivered", 3)
     assert len(sink.at(HOOK)) == 3
 
@@ -83,10 +83,10 @@ async def test_a_burst_leaves_a_retry_minutes_out_to_the_server(
 ) -> None:
     sink.on(HOOK, status(500))
     config = webhook_config(tmp_path, sink, retry_delays=["10m"])
-    async with open_service(config) as service:
-        delivery_id = await queue_slip(service.runtime, config)
-        await service.dispatcher.run_burst(only_ids=[delivery_id])
-        (row,) = await rows(service)
+    async with open_relay(config) as relay:
+        delivery_id = await queue_slip(relay, config)
+        await relay.dispatcher.run_burst(only_ids=[delivery_id])
+        (row,) = await rows(relay)
     assert (row.status, row.attempts) == ("pending", 1)
     assert len(sink.at(HOOK)) == 1
 
@@ -120,31 +120,31 @@ async def test_a_lease_that_runs_out_mid_attempt_never_starts_a_second_attempt(
     sink.on(HOOK, gated(gate))
     clock = JumpingClock()
     config = webhook_config(tmp_path, sink)
-    async with running_service(config, clock=clock) as runtime:
-        first = await queue_slip(runtime, config, "slip-1")
-        runtime.wake_dispatcher()
+    async with open_relay(config, clock=clock) as relay, running(relay):
+        first = await queue_slip(relay, config, "slip-1")
+        relay.wake_dispatcher()
         await wait_until(lambda: len(sink.at(HOOK)) == 1)
         clock.offset_ms += 24 * 3600 * 1000  # every lease taken so far has run out
-        await queue_slip(runtime, config, "slip-2")  # a claim after the jump...
-        runtime.wake_dispatcher()
+        await queue_slip(relay, config, "slip-2")  # a claim after the jump...
+        relay.wake_dispatcher()
         await wait_until(lambda: len(sink.at(HOOK)) >= 2)  # ...has happened: slip-2 went out
         gate.set()
-        await wait_until(lambda: settled_all(runtime))
-        message_id = await message_id_of(runtime, first)
+        await wait_until(lambda: settled_all(relay))
+        message_id = await message_id_of(relay, first)
         assert [h.headers["webhook-id"] for h in sink.at(HOOK)].count(message_id) == 1
-        detail = await runtime.store.delivery(first)
+        detail = await relay.store.delivery(first)
     assert detail is not None
     assert [a.attempt_no for a in detail.attempts] == [1]
     assert (detail.delivery.status, detail.delivery.attempts) == ("delivered", 1)
 
 
-async def settled_all(runtime: Runtime) -> bool:
-    found = await runtime.store.history(HistoryFilter(limit=100))
+async def settled_all(relay: Relay) -> bool:
+    found = await relay.store.history(HistoryFilter(limit=100))
     return bool(found) and all(row.status != "pending" for row in found)
 
 
-async def message_id_of(runtime: Runtime, delivery_id: int) -> str:
-    detail = await runtime.store.delivery(delivery_id)
+async def message_id_of(relay: Relay, delivery_id: int) -> str:
+    detail = await relay.store.delivery(delivery_id)
     assert detail is not None
     return detail.delivery.message_id
 
@@ -159,10 +159,10 @@ async def test_an_attempt_over_its_budget_is_cut_and_recorded_as_a_failed_attemp
     config = webhook_config(tmp_path, sink)
     bounds = AttemptBounds(budget_s=0.2, lease_s=30.0)
     try:
-        async with open_service(config, bounds=bounds) as service:
-            delivery_id = await queue_slip(service.runtime, config)
-            await service.dispatcher.run_burst(only_ids=[delivery_id])
-            detail = await service.store.delivery(delivery_id)
+        async with open_relay(config, bounds=bounds) as relay:
+            delivery_id = await queue_slip(relay, config)
+            await relay.dispatcher.run_burst(only_ids=[delivery_id])
+            detail = await relay.store.delivery(delivery_id)
     finally:
         gate.set()
     assert detail is not None
@@ -183,19 +183,15 @@ async def test_a_taken_over_lease_cannot_record_a_second_attempt_1(
     sink.on(HOOK, gated(gate))
     clock = JumpingClock()
     config = webhook_config(tmp_path, sink)
-    async with open_service(config, clock=clock) as serve:
-        delivery_id = await queue_slip(serve.runtime, config)
+    async with open_relay(config, clock=clock) as serve:
+        delivery_id = await queue_slip(serve, config)
         first = asyncio.create_task(serve.dispatcher.run_burst(only_ids=[delivery_id]))
         await wait_until(lambda: len(sink.at(HOOK)) == 1)
         clock.offset_ms += 24 * 3600 * 1000
-        async with open_engine(
-            config,
-            serve.store,
-            clock=clock,
-            wakeup=asyncio.Event(),
-            owner=cli_lease_owner(4242),
+        async with open_relay(
+            config, store=serve.store, clock=clock, owner=cli_lease_owner(4242)
         ) as cli:
-            await cli.run_burst(only_ids=[delivery_id])  # claims the row past its lease
+            await cli.dispatcher.run_burst(only_ids=[delivery_id])  # claims the row past its lease
         gate.set()
         await first
         detail = await serve.store.delivery(delivery_id)
@@ -208,16 +204,16 @@ async def test_an_outcome_that_cannot_be_stored_fails_its_delivery_once(
     tmp_path: Path, sink: WebhookSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = webhook_config(tmp_path, sink)
-    async with open_service(config) as service:
-        delivery_id = await queue_slip(service.runtime, config)
-        await service.store.run(
+    async with open_relay(config) as relay:
+        delivery_id = await queue_slip(relay, config)
+        await relay.store.run(
             lambda c: c.execute(
                 "CREATE TRIGGER no_attempts BEFORE INSERT ON attempts "
                 "BEGIN SELECT RAISE(ABORT, 'cannot take it'); END"
             )
         )
-        await service.dispatcher.run_burst(only_ids=[delivery_id])
-        (row,) = await rows(service)
+        await relay.dispatcher.run_burst(only_ids=[delivery_id])
+        (row,) = await rows(relay)
     assert row.status == "failed"
     assert "attempt 1 could not be recorded" in row.reason
     assert len(sink.at(HOOK)) == 1  # sent once, and not claimed again and again
@@ -230,13 +226,13 @@ async def test_a_row_that_cannot_be_read_is_failed_and_the_dispatcher_goes_on(
     """Defect 3: an unknown channel value raised in the claim and killed the dispatcher,
     on every restart again."""
     config = webhook_config(tmp_path, sink)
-    async with running_service(config) as runtime:
-        broken = await queue_slip(runtime, config, "broken", channel="fax")
-        fine = await queue_slip(runtime, config, "fine")
-        runtime.wake_dispatcher()
-        await wait_until(lambda: settled_all(runtime))
-        by_id = {row.id: row for row in await runtime.store.history(HistoryFilter())}
-        assert runtime.readiness.report()[0]
+    async with open_relay(config) as relay, running(relay):
+        broken = await queue_slip(relay, config, "broken", channel="fax")
+        fine = await queue_slip(relay, config, "fine")
+        relay.wake_dispatcher()
+        await wait_until(lambda: settled_all(relay))
+        by_id = {row.id: row for row in await relay.store.history(HistoryFilter())}
+        assert relay.readiness.report()[0]
     assert by_id[broken].status == "failed" and "unknown channel 'fax'" in by_id[broken].reason
     assert by_id[fine].status == "delivered"
     assert f"delivery {broken} failed without an attempt" in caplog.text
@@ -246,17 +242,17 @@ async def test_drain_waits_for_every_attempt_in_flight(tmp_path: Path, sink: Web
     gate = asyncio.Event()
     sink.on(HOOK, gated(gate), gated(gate))
     config = webhook_config(tmp_path, sink, shutdown_grace="10s")
-    async with open_service(config) as service:
-        ids = [await queue_slip(service.runtime, config, f"slip-{i}") for i in range(2)]
-        burst = asyncio.create_task(service.dispatcher.run_burst(only_ids=ids))
+    async with open_relay(config) as relay:
+        ids = [await queue_slip(relay, config, f"slip-{i}") for i in range(2)]
+        burst = asyncio.create_task(relay.dispatcher.run_burst(only_ids=ids))
         await wait_until(lambda: len(sink.at(HOOK)) == 2)
-        assert service.dispatcher.in_flight == 2
-        drained = asyncio.create_task(service.dispatcher.drain(grace_s=10.0))
+        assert relay.dispatcher.in_flight == 2
+        drained = asyncio.create_task(relay.dispatcher.drain(grace_s=10.0))
         await asyncio.sleep(0)
         assert not drained.done()  # both attempts are still in flight
         gate.set()
         await drained
-        assert service.dispatcher.in_flight == 0
+        assert relay.dispatcher.in_flight == 0
         await burst
-        statuses = [row.status for row in await rows(service)]
+        statuses = [row.status for row in await rows(relay)]
     assert statuses == ["delivered", "delivered"]

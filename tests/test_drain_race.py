@@ -10,6 +10,7 @@ reaches the receiver and is never recorded is sent again after the restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -20,10 +21,9 @@ import pytest
 from aiohttp import web
 
 from relay.decide import decide
+from relay.engine import Relay, open_relay, running
 from relay.hotmart import parse_json_event
-from relay.ingest import to_new_event
-from relay.runtime import Runtime
-from relay.service import running_service
+from relay.outbox import decided_rows, new_event
 from relay.store.sqlite import SqliteStore
 from tests.conftest import SECRET, base_config_dict, build_config, fixture_json
 from tests.peers import wait_until, webhook_sink
@@ -40,15 +40,15 @@ def held(release: asyncio.Event) -> Callable[[web.Request], Awaitable[web.Respon
     return reply
 
 
-async def ingest(runtime: Runtime, event_id: str) -> None:
+async def ingest(relay: Relay, event_id: str) -> None:
     """What the ingest handler does once it has parsed a body: commit, then wake."""
     payload = fixture_json("billet_printed_oxxo.json")
     payload["id"] = event_id
     event = parse_json_event(payload)
-    producer = runtime.config.producers[0]
-    new_event = to_new_event(producer.id, event, decide(producer, event))
-    await runtime.store.ingest(new_event, runtime.clock.now_ms())
-    runtime.wake_dispatcher()
+    producer = relay.config.producers[0]
+    new = new_event(producer.id, event, decided_rows(decide(producer, event)))
+    await relay.store.ingest(new, relay.clock.now_ms())
+    relay.wake_dispatcher()
 
 
 async def within(window_s: float, condition: Callable[[], bool]) -> None:
@@ -82,8 +82,9 @@ async def test_drain_waits_for_what_a_late_claim_starts(
         raw["producers"][0]["affiliates"][0]["destinations"] = [
             {"kind": "webhook", "url": sink.url(PATH), "secret": SECRET}
         ]
-        service = running_service(build_config(raw, tmp_path))
-        runtime = await service.__aenter__()
+        service = contextlib.AsyncExitStack()  # what the app's cleanup_ctx holds open
+        runtime = await service.enter_async_context(open_relay(build_config(raw, tmp_path)))
+        await service.enter_async_context(running(runtime))
         stopping: asyncio.Task[Any] | None = None
         try:
             await ingest(runtime, "first")
@@ -92,7 +93,7 @@ async def test_drain_waits_for_what_a_late_claim_starts(
             await ingest(runtime, "second")
             await asyncio.wait_for(gated.wait(), timeout=10)
             runtime.wakeup.clear()
-            stopping = asyncio.create_task(service.__aexit__(None, None, None))
+            stopping = asyncio.create_task(service.aclose())
             await wait_until(runtime.wakeup.is_set)  # drain() has called stop()
             gate.set()  # now the claim answers
             await within(WINDOW_S, lambda: len(sink.at(PATH)) == 2)
@@ -103,7 +104,7 @@ async def test_drain_waits_for_what_a_late_claim_starts(
             release_first.set()
             release_second.set()
             if stopping is None:
-                await service.__aexit__(None, None, None)
+                await service.aclose()
             else:
                 await asyncio.wait_for(stopping, timeout=60)
             await _orphans_finish()

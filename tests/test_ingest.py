@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from relay.store.records import HistoryFilter
-from tests.conftest import HOTTOK, build_config, fixture_json, fixture_text, runtime_of
+from relay.records import HistoryFilter
+from tests.conftest import HOTTOK, build_config, fixture_json, fixture_text, relay_of
 
 PATH = "/hotmart/webhook"
 JSON_FIXTURES = {
@@ -38,7 +38,7 @@ async def post_json(client: Any, body: Any, token: str | None = HOTTOK) -> Any:
 
 
 async def rows(client: Any) -> list[Any]:
-    return await runtime_of(client).store.history(HistoryFilter(limit=1000))
+    return await relay_of(client).store.history(HistoryFilter(limit=1000))
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(JSON_FIXTURES.items()))

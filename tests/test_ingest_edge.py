@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 import pytest
 
-from relay.store.records import HistoryFilter
-from tests.conftest import HOTTOK, build_config, fixture_json, fixture_text, runtime_of
+from relay.records import HistoryFilter
+from tests.conftest import HOTTOK, build_config, fixture_json, fixture_text, relay_of
 from tests.test_ingest import PATH, post_json
 
 FORM = "application/x-www-form-urlencoded"
@@ -38,7 +38,7 @@ async def raw_request(client: Any, head: bytes, body: bytes = b"") -> tuple[int,
 
 
 async def stored(client: Any) -> list[Any]:
-    return await runtime_of(client).store.history(HistoryFilter(limit=100))
+    return await relay_of(client).store.history(HistoryFilter(limit=100))
 
 
 @pytest.mark.parametrize(

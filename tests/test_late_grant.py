@@ -17,16 +17,16 @@ from standardwebhooks import Webhook
 
 from relay.config import Config
 from relay.hotmart import parse_json_event
-from relay.regrant import plan_regrant
-from relay.service import single_instance
-from relay.store.records import (
+from relay.instance import single_instance
+from relay.records import (
     DeliveryStatus,
     NewDelivery,
     Regrant,
     Replacement,
     WithheldRow,
 )
-from tests.conftest import SECRET, build_config, fixture_json, key_of, runtime_of
+from relay.regrant import plan_regrant
+from tests.conftest import SECRET, build_config, fixture_json, key_of, relay_of
 from tests.peers import SmtpRecorder, WebhookSink, smtp_server, wait_until, webhook_sink
 from tests.test_cli import run_cli, write_toml
 from tests.test_delivery import history
@@ -181,7 +181,7 @@ async def test_withheld_rows_are_chosen_by_affiliate_and_age(
     client = await relay_client(build_config(raw, tmp_path))
     await post_json(client, slip_for(DENIED))
     old = await only_row(client, affiliate_code=DENIED)
-    store = runtime_of(client).store
+    store = relay_of(client).store
     three_hours_ms = 3 * 3600 * 1000
     await store.run(
         lambda c: c.execute(
@@ -322,7 +322,7 @@ async def test_regrant_moves_only_withheld_rows_and_adds_no_second_row(
     await wait_until(lambda: settled(client))
     sent = await only_row(client, status="delivered")
     withheld = await only_row(client, status="withheld")
-    store = runtime_of(client).store
+    store = relay_of(client).store
     (event_row_id,) = await store.run(
         lambda c: c.execute("SELECT event_id FROM deliveries LIMIT 1").fetchone()
     )
@@ -353,7 +353,7 @@ async def test_withheld_rows_are_read_a_page_at_a_time_and_new_rows_never_twice(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("relay.commands.operate.REGRANT_PAGE_ROWS", 2)
+    monkeypatch.setattr("relay.operations.REGRANT_PAGE_ROWS", 2)
     client = await relay_client(build_config(config_dict, tmp_path))
     for n in range(5):
         payload = slip_for(STRANGER)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store.records import (
+from relay.records import (
     AttemptRecord,
     AttemptResolution,
     DeliveryStatus,

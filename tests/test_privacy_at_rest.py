@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from relay.hotmart import parse_json_event
-from tests.conftest import build_config, fixture_json, runtime_of
+from tests.conftest import build_config, fixture_json, relay_of
 from tests.test_delivery import history
 from tests.test_ingest import post_json
 
@@ -65,7 +65,7 @@ async def test_no_buyer_is_stored_for_events_no_delivery_can_need(
         assert (await post_json(client, payload)).status == 200
     assert sorted(r.status for r in await history(client)) == ["ignored", "skipped"]
     # The event is still recorded, just without its buyer.
-    detail = await runtime_of(client).store.delivery((await history(client))[0].id)
+    detail = await relay_of(client).store.delivery((await history(client))[0].id)
     assert detail is not None and '"buyer":null' in detail.event_payload_json
 
     data = stored_bytes(tmp_path / "relay.sqlite3")

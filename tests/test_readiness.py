@@ -19,15 +19,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from relay import supervisor as supervisor_module
-from relay.app import make_app
+from relay.app import init_app
 from relay.config import Config
-from relay.runtime import Runtime
-from relay.service import running_service
+from relay.engine import Relay
 from relay.store import StoreUnavailable
 from relay.store.sqlite import open_sqlite_store
 from relay.store.sqlite_connection import UnitConnection
 from relay.supervisor import Supervisor, TaskState
-from tests.conftest import build_config, fixture_json, runtime_of
+from tests.conftest import build_config, fixture_json, relay_of
 from tests.peers import wait_until
 from tests.test_delivery import settled
 from tests.test_ingest import post_json
@@ -37,15 +36,10 @@ PROBE_INTERVAL_S = 0.05  # the test's probe: a recovered store is seen at once
 
 
 def app_starter(aiohttp_client: Callable[..., Any], **options: Any) -> Callable[[Config], Any]:
-    """Start the real app for a config, its service opened with `running_service` options."""
+    """Start the real app for a config, with `init_app` options."""
 
     async def started(config: Config) -> TestClient[Any, Any]:
-        app = make_app(
-            lambda: running_service(config, **options),
-            max_body_bytes=config.server.max_body_bytes,
-            ingest_path=config.server.path,
-        )
-        client: TestClient[Any, Any] = await aiohttp_client(app)
+        client: TestClient[Any, Any] = await aiohttp_client(init_app(config, **options))
         return client
 
     return started
@@ -93,7 +87,7 @@ async def test_readyz_answers_while_a_write_waits_on_a_lock_and_says_so(
 ) -> None:
     config_dict["storage"]["busy_timeout"] = "5s"
     client = await start(build_config(config_dict, tmp_path))
-    runtime = runtime_of(client)
+    runtime = relay_of(client)
     runtime.readiness.stuck_after_s = 0.2
     with write_lock_held(tmp_path / "relay.sqlite3"):
         ingest = asyncio.create_task(post_json(client, fixture_json("billet_printed_oxxo.json")))
@@ -173,7 +167,7 @@ async def test_readyz_is_503_while_draining(
     start: Any, config_dict: dict[str, Any], tmp_path: Path
 ) -> None:
     client = await start(build_config(config_dict, tmp_path))
-    runtime_of(client).readiness.draining = True
+    relay_of(client).readiness.draining = True
     status, body = await readiness(client)
     assert (status, body["failed"]) == (503, ["draining"])
 
@@ -245,7 +239,7 @@ async def test_a_crashed_dispatcher_is_restarted_and_readiness_follows_it(
     """Defect 3: the dispatcher task died with no log while ingest kept accepting."""
     monkeypatch.setattr(supervisor_module, "RESTART_BACKOFF_MIN_S", 0.01)
     client = await start(build_config(config_dict, tmp_path))
-    runtime: Runtime = runtime_of(client)
+    runtime: Relay = relay_of(client)
     store = runtime.store
     real_claim = store.claim_due
     crashes: list[int] = []

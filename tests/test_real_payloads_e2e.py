@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from relay.hotmart_payment import CASH_SLIP
-from tests.conftest import SECRET, build_config, fixture_json, runtime_of
+from tests.conftest import SECRET, build_config, fixture_json, relay_of
 from tests.peers import SmtpRecorder, WebhookSink, smtp_server, wait_until, webhook_sink
 from tests.test_delivery import history, settled, wired_config
 from tests.test_ingest import post_json
@@ -96,7 +96,7 @@ async def test_a_hostile_price_still_delivers_the_slip_with_the_price_unknown(
     rows = await history(client)
     assert {row.status for row in rows} == {"delivered"}
     for row in rows:
-        detail = await runtime_of(client).store.delivery(row.id)
+        detail = await relay_of(client).store.delivery(row.id)
         assert detail is not None
         assert all(len(a.request_payload) < 64 * 1024 for a in detail.attempts)
 
@@ -113,7 +113,7 @@ async def test_a_malformed_slip_url_costs_only_the_link(wired: Any) -> None:
     assert "9300 0004 2176 4271 2001 2300 0049 9007" in text
     rows = await history(client)
     assert {(row.status, row.attempts) for row in rows} == {("delivered", 1)}
-    health = await runtime_of(client).store.destination_health()
+    health = await relay_of(client).store.destination_health()
     assert all(h.consecutive_failures == 0 for h in health.values())
 
 

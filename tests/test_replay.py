@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from relay.commands.operate import ProgressBar
+from relay.commands.progress import ProgressBar
 from relay.config import Config
-from relay.service import single_instance
-from relay.store.records import HistoryFilter
-from tests.conftest import build_config, fixture_json, key_of, runtime_of
+from relay.instance import single_instance
+from relay.records import HistoryFilter
+from tests.conftest import build_config, fixture_json, key_of, relay_of
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
 from tests.test_cli import run_cli, with_webhook, write_toml
 from tests.test_delivery import settled
@@ -53,7 +53,7 @@ async def failed_slip(
     client = await serve(build_config(raw, tmp_path))
     await post_json(client, fixture_json("billet_printed_oxxo.json"))
     await wait_until(lambda: settled(client))
-    (row,) = await runtime_of(client).store.history(HistoryFilter(status="failed"))
+    (row,) = await relay_of(client).store.history(HistoryFilter(status="failed"))
     return client, write_toml(raw, tmp_path / "relay.toml"), row.id
 
 
@@ -99,7 +99,7 @@ async def test_send_test_is_sent_by_the_running_server(
     client = await serve(build_config(config_dict, tmp_path))
     path = write_toml(config_dict, tmp_path / "relay.toml")
     assert await run_cli(path, "send-test", "--affiliate", "K12345678M") == 0
-    (row,) = await runtime_of(client).store.history(HistoryFilter())
+    (row,) = await relay_of(client).store.history(HistoryFilter())
     assert (row.kind, row.status) == ("test", "delivered")
     (line,) = attempt_lines(caplog, row.id)
     assert line.threadName == threading.main_thread().name
@@ -125,7 +125,7 @@ async def test_replay_of_a_delivery_in_flight_is_refused(
         path = write_toml(raw, tmp_path / "relay.toml")
         await post_json(client, fixture_json("billet_printed_oxxo.json"))
         await wait_until(lambda: len(sink.at("/hook")) == 1)
-        (row,) = await runtime_of(client).store.history(HistoryFilter(channel="webhook"))
+        (row,) = await relay_of(client).store.history(HistoryFilter(channel="webhook"))
         capsys.readouterr()
         assert await run_cli(path, "replay", str(row.id)) == 1
         out = capsys.readouterr().out
@@ -133,7 +133,7 @@ async def test_replay_of_a_delivery_in_flight_is_refused(
         gate.set()
         await wait_until(lambda: settled(client))
         assert len(sink.at("/hook")) == 1
-    (row,) = await runtime_of(client).store.history(HistoryFilter(channel="webhook"))
+    (row,) = await relay_of(client).store.history(HistoryFilter(channel="webhook"))
     assert (row.status, row.attempts) == ("delivered", 1)
 
 

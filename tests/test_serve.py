@@ -20,9 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from relay.app import make_app
+from relay.app import init_app
 from relay.http_server import bound_urls, http_runner, serve_until_stopped
-from relay.service import running_service
 from tests.conftest import HOTTOK, build_config, fixture_json
 from tests.peers import free_port, wait_until
 from tests.test_cli import write_toml
@@ -39,11 +38,7 @@ ALL_CLOSED_WITHIN_S = 30.0
 async def relay_http(config_dict: dict[str, Any], tmp_path: Path) -> AsyncIterator[int]:
     """The real app behind the runner `relay serve` uses, on a free port."""
     config = build_config(config_dict, tmp_path)
-    app = make_app(
-        lambda: running_service(config),
-        max_body_bytes=config.server.max_body_bytes,
-        ingest_path=config.server.path,
-    )
+    app = init_app(config)
     runner = http_runner(app, config.server, shutdown_timeout_s=1.0)
     await runner.setup()
     try:
@@ -208,11 +203,7 @@ async def test_a_request_that_is_not_http_is_one_warning_line_not_a_traceback(
 
 def in_process_app(config_dict: dict[str, Any], tmp_path: Path) -> tuple[web.Application, Any]:
     config = build_config(config_dict, tmp_path)
-    app = make_app(
-        lambda: running_service(config),
-        max_body_bytes=config.server.max_body_bytes,
-        ingest_path=config.server.path,
-    )
+    app = init_app(config)
     return app, config
 
 

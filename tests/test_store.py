@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from relay.store import StoreRejected, StoreUnavailable
-from relay.store.group_commit import GroupCommit, ItemFailed
-from relay.store.records import (
+from relay.alerts import DestinationDisabled
+from relay.records import (
     AttemptRecord,
     AttemptResolution,
     ClaimedDelivery,
@@ -19,11 +19,15 @@ from relay.store.records import (
     DeliveryStatus,
     HealthEffect,
     HistoryFilter,
+    NewAlert,
     NewDelivery,
     NewEvent,
 )
+from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
+from relay.store.queries import load_migrations
 from relay.store.sqlite import SqliteStore, open_sqlite_store
-from relay.store.sqlite_statements import Q
+from relay.store.sqlite_statements import SQL_DIR, Q
 
 KEY = "acme/K1/0"
 
@@ -64,7 +68,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
             pass
     assert db.stat().st_mode & 0o777 == 0o600  # buyer data: the relay's user only
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,)]
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 
@@ -183,7 +187,15 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
             AttemptResolution(DeliveryStatus.FAILED, None, "HTTP 500", HealthEffect.FAILED),
             KEY,
             2,
-            new_event(f"alert{i}", key=f"alert:{KEY}"),
+            NewAlert(
+                producer_id="acme",
+                alert_id=f"alert{i}",
+                event_name="DESTINATION_DISABLED",
+                destination_key=KEY,
+                message_id=f"msg_alert{i}",
+                reason=f"destination {KEY} was disabled",
+                payload_json="{}",
+            ),
             now_ms=2,
             lease_token=delivery.lease_token,
         )
@@ -193,7 +205,7 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
     assert (health.enabled, health.consecutive_failures) == (False, 4)
     assert "2 consecutive failed deliveries" in health.disabled_reason
     pending = await store.history(HistoryFilter(status="pending"))
-    assert [r.destination_key for r in pending] == [f"alert:{KEY}"]
+    assert [(r.kind, r.destination_key) for r in pending] == [("alert", KEY)]
 
 
 async def test_success_resets_the_failure_run(store: SqliteStore) -> None:
@@ -414,3 +426,40 @@ async def test_group_commit_fails_every_caller_when_the_store_fails() -> None:
         alone = await asyncio.gather(commit.submit("c"), return_exceptions=True)
     assert [type(r) for r in both] == [StoreUnavailable, StoreUnavailable]
     assert [type(r) for r in alone] == [ValueError]
+
+
+async def test_an_alert_stored_as_a_made_up_event_is_migrated_to_an_honest_one(
+    tmp_path: Path,
+) -> None:
+    """Before migration 4 an alert was a Hotmart-shaped event whose id, and whose
+    delivery's key, were 'alert:' and the disabled destination's key."""
+    db = tmp_path / "relay.sqlite3"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
+    )
+    for version, script in load_migrations(SQL_DIR):
+        if version <= 3:
+            conn.executescript(script)
+            conn.execute("INSERT INTO schema_version VALUES (?, 1)", (version,))
+    old_payload = json.dumps({"id": f"alert:{KEY}", "event": "DESTINATION_DISABLED"})
+    conn.execute(
+        "INSERT INTO events (id, producer_id, hotmart_id, event_name, source, outcome,"
+        " payload_json, received_at_ms) VALUES (1, 'acme', ?, 'DESTINATION_DISABLED', 'relay',"
+        " 'accepted', ?, 1234)",
+        (f"alert:{KEY}:1234", old_payload),
+    )
+    conn.execute(
+        "INSERT INTO deliveries (event_id, kind, producer_id, destination_key, channel,"
+        " event_name, status, message_id, created_at_ms, updated_at_ms)"
+        " VALUES (1, 'alert', 'acme', ?, 'email', 'DESTINATION_DISABLED', 'pending', 'm', 1, 1)",
+        (f"alert:{KEY}",),
+    )
+    conn.close()
+    async with open_sqlite_store(db) as store:
+        (row,) = await store.history(HistoryFilter())
+        detail = await store.delivery(row.id)
+    assert (row.kind, row.destination_key) == ("alert", KEY)
+    assert detail is not None
+    carried = DestinationDisabled.model_validate_json(detail.event_payload_json)
+    assert carried == DestinationDisabled(destination_key=KEY, disabled_at_ms=1234)

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 from relay.config import Config
 from relay.durations import parse_since_ms
-from relay.service import open_store
-from relay.store.records import DeliveryRow, HistoryFilter
+from relay.operations import history as history_page
+from relay.operations import show as show_delivery
+from relay.records import DeliveryRow, HistoryFilter
+from relay.store.backend import open_store
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -38,14 +40,12 @@ async def history(config: Config, args: argparse.Namespace) -> int:
         hotmart_id=args.hotmart_id,
     )
     async with open_store(config) as store:
-        rows = await store.history(query)
-        # An empty answer to a filter says whether the filter or the store is empty.
-        filtered = query != HistoryFilter(limit=query.limit)
-        nothing_yet = not rows and (not filtered or not await store.history(HistoryFilter(limit=1)))
+        page = await history_page(store, query)
+    rows = page.rows
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=2))
     elif not rows:
-        print("no deliveries yet" if nothing_yet else "no deliveries match these filters")
+        print("no deliveries yet" if page.store_empty else "no deliveries match these filters")
     else:
         print(format_table(rows))
         if len(rows) == query.limit:
@@ -85,7 +85,7 @@ def _reason(row: DeliveryRow) -> str:
 
 async def show(config: Config, args: argparse.Namespace) -> int:
     async with open_store(config) as store:
-        detail = await store.delivery(args.id)
+        detail = await show_delivery(store, args.id)
     if detail is None:
         print(f"no delivery {args.id}")
         return EXIT_NOT_FOUND

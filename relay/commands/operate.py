@@ -1,59 +1,36 @@
-"""`relay replay`, `relay send-test` and `relay destinations`: an operator's hands on the outbox.
-
-Replays and tests are queued in the store. When a server runs, it is woken and sends
-them, so its log shows every attempt and its leases keep one attempt in flight per
-delivery; this process waits, bounded, for the outcomes by reading the store. Only
-when no server runs does this process send them itself, through the real channels,
-under leases of its own that a server starting meanwhile leaves alone. A withheld row
-is first decided again against the config in force (`relay.regrant`); what that makes
-pending is sent the same way.
-"""
+"""`relay replay`, `relay send-test` and `relay destinations`: the CLI's words for what
+`relay.operations` does to the outbox. Nothing here decides; it parses and prints."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import sys
 import time
-from collections.abc import Sequence
+from contextlib import nullcontext
 
 from relay.commands.history import when
 from relay.commands.progress import ProgressBar
 from relay.config import Config
-from relay.destination_ids import destination_key
 from relay.durations import parse_since_ms
-from relay.ingest import new_deliveries, new_message_id
-from relay.regrant import plan_regrant
-from relay.runtime import SystemClock
-from relay.samples import sample_slip_event
-from relay.service import bounds_of, open_engine, open_store, wake_server
-from relay.store import Store
-from relay.store.records import (
-    DeliveryKind,
-    DeliveryStatus,
-    NewDelivery,
-    NewEvent,
-    RegrantResult,
-    Replacement,
-    cli_lease_owner,
+from relay.operations import (
+    Queued,
+    Refused,
+    Settled,
+    deliver_now,
+    queue_replay,
+    queue_send_test,
+    set_destination_enabled,
 )
-from relay.store.sqlite import SqliteStore
-from relay.targets import describe, find_destination
+from relay.operations import (
+    destinations as destination_states,
+)
+from relay.store import Store
+from relay.store.backend import open_store
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-# How often the CLI reads the store while the server sends: quick enough to feel
-# immediate, and a read in WAL mode never blocks the server's writes.
-OUTCOME_POLL_S = 0.1
-# Withheld rows decided again per store round trip: each carries its event's payload.
-REGRANT_PAGE_ROWS = 200
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def replay(config: Config, args: argparse.Namespace) -> int:
@@ -65,198 +42,70 @@ async def replay(config: Config, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    since_ms = parse_since_ms(args.since, _now_ms()) if args.since else None
+    since_ms = parse_since_ms(args.since, time.time_ns() // 1_000_000) if args.since else None
     async with open_store(config) as store:
-        ids: list[int] = list(args.ids)
-        if args.failed:
-            ids = await store.failed_since(since_ms)
-        # Withheld rows are decided again, by the privacy gate, against the config in force.
-        granted = await _regrant(
+        queued = await queue_replay(
             config,
             store,
-            ids=None if args.withheld else args.ids,
-            since_ms=since_ms if args.withheld else None,
+            ids=args.ids,
+            failed=args.failed,
+            withheld=args.withheld,
+            since_ms=since_ms,
             affiliate_code=args.affiliate,
         )
-        decided = {old for old, _ in granted.replaced} | {i for i, _ in granted.withheld}
-        rest = sorted(set(ids) - decided - set(granted.pending))
-        requeued = await store.requeue(rest, _now_ms()) if rest else []
-        await _refusals(store, sorted(set(rest) - set(requeued)))
-        to_send = sorted({*granted.pending, *requeued})
-        if not to_send:
-            refused = bool(ids) and not args.failed
+        _print_queued(queued)
+        if not queued.to_send:
+            refused = bool(args.ids) and not args.failed
             return EXIT_FAILED if refused else EXIT_OK
-        return await _send_now(config, store, to_send, ProgressBar(len(to_send)))
+        return await _send_now(config, store, queued.to_send, ProgressBar(len(queued.to_send)))
 
 
-async def _regrant(
-    config: Config,
-    store: SqliteStore,
-    *,
-    ids: Sequence[int] | None,
-    since_ms: int | None,
-    affiliate_code: str | None,
-) -> RegrantResult:
-    """Decide the chosen withheld rows again, a page at a time; say what each became."""
-    total = RegrantResult()
-    before_id: int | None = None
-    while ids is None or ids:
-        rows = await store.withheld(
-            ids=ids,
-            since_ms=since_ms,
-            affiliate_code=affiliate_code,
-            before_id=before_id,
-            limit=REGRANT_PAGE_ROWS,
-        )
-        if not rows:
-            break
-        regrants, redecided = plan_regrant(config, rows)
-        replacements = [
-            Replacement(r.delivery_ids, r.event_row_id, new_deliveries(r.decisions))
-            for r in redecided
-        ]
-        result = await store.regrant(regrants, replacements, _now_ms())
-        total.pending.extend(result.pending)
-        total.withheld.extend(result.withheld)
-        total.replaced.extend(result.replaced)
-        before_id = rows[-1].id
-    for delivery_id, reason in total.withheld:
+def _print_queued(queued: Queued) -> None:
+    for delivery_id, reason in queued.regranted.withheld:
         print(f"delivery {delivery_id}: still withheld: {reason}")
-    for old_id, new_ids in total.replaced:
+    for old_id, new_ids in queued.regranted.replaced:
         listed = ", ".join(str(i) for i in new_ids)
         print(f"delivery {old_id}: decided again, replaced by deliveries {listed}")
-    return total
-
-
-async def _refusals(store: Store, refused: list[int]) -> None:
-    in_flight = set(await store.leased(refused, _now_ms())) if refused else set()
-    for missing in refused:
-        if missing in in_flight:
-            print(f"delivery {missing} is being sent right now; try again in a moment")
+    for refused in sorted([*queued.in_flight, *queued.not_replayable]):
+        if refused in queued.in_flight:
+            print(f"delivery {refused} is being sent right now; try again in a moment")
         else:
-            print(f"delivery {missing}: not replayable (unknown, ignored, skipped or superseded)")
+            print(f"delivery {refused}: not replayable (unknown, ignored, skipped or superseded)")
 
 
 async def send_test(config: Config, args: argparse.Namespace) -> int:
-    matches = [
-        (p, a)
-        for p in config.producers
-        if args.producer in (None, p.id)
-        for a in p.affiliates
-        if a.code == args.affiliate
-    ]
-    if len(matches) != 1:
-        found = "no" if not matches else "several"
-        print(f"{found} affiliate {args.affiliate} in the config; use --producer", file=sys.stderr)
-        return EXIT_USAGE
-    producer, affiliate = matches[0]
-    if not affiliate.buyer_data:
-        # The relay sends this affiliate nothing, so a test would show what never comes,
-        # with buyer-like data the producer has not allowed them to see.
-        print(
-            f"affiliate {affiliate.code} has buyer_data = false: the relay sends it nothing, "
-            "so there is nothing to test; set buyer_data = true to send it slips",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    chosen = affiliate.destinations
-    if args.destination is not None:
-        picked = affiliate.destination(args.destination)
-        if picked is None:
-            known = ", ".join(d.stable_id for d in affiliate.destinations) or "none"
-            print(
-                f"affiliate {affiliate.code} has no destination {args.destination!r}; "
-                f"its destination ids: {known}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        chosen = (picked,)
-    now_ms = _now_ms()
-    event = sample_slip_event(affiliate.code, affiliate.name, affiliate.locale, now_ms)
-    deliveries = tuple(
-        NewDelivery(
-            status=DeliveryStatus.PENDING,
-            reason="test notification (relay send-test)",
-            message_id=new_message_id(),
-            affiliate_code=affiliate.code,
-            destination_key=destination_key(producer.id, affiliate.code, d.stable_id),
-            channel=d.kind,
-            kind=DeliveryKind.TEST,
-        )
-        for d in chosen
-    )
-    if not deliveries:
-        print(f"affiliate {affiliate.code} has no destinations", file=sys.stderr)
-        return EXIT_USAGE
-    new_event = NewEvent(
-        producer_id=producer.id,
-        hotmart_id=event.id,
-        event_name=event.event,
-        source="send-test",
-        transaction_code=event.purchase.transaction,
-        product_id=event.product.id,
-        payload_json=event.model_dump_json(),
-        deliveries=deliveries,
-    )
     async with open_store(config) as store:
-        result = await store.ingest(new_event, now_ms)
-        ids = await store.delivery_ids_of_event(result.event_row_id)
-        return await _send_now(config, store, ids, None)
+        queued = await queue_send_test(
+            config,
+            store,
+            affiliate_code=args.affiliate,
+            producer_id=args.producer,
+            destination_id=args.destination,
+        )
+        if isinstance(queued, Refused):
+            print(queued.reason, file=sys.stderr)
+            return EXIT_USAGE
+        return await _send_now(config, store, queued.to_send, None)
 
 
 async def _send_now(
-    config: Config, store: SqliteStore, ids: list[int], progress: ProgressBar | None
+    config: Config, store: Store, ids: list[int], progress: ProgressBar | None
 ) -> int:
-    """Have the running server send `ids` and wait for it; with none running, send here."""
-    if wake_server(config.resolve_path(config.storage.sqlite_path)):
-        waiting = await _wait_for_outcomes(store, ids, bounds_of(config).lease_s, progress)
-        if progress is not None:
-            progress.finish()
-        return await _report(store, ids, waiting)
-    async with open_engine(
-        config,
-        store,
-        clock=SystemClock(),
-        wakeup=asyncio.Event(),
-        owner=cli_lease_owner(os.getpid()),
-    ) as dispatcher:
-        if progress is None:
-            await dispatcher.run_burst(only_ids=ids)
-        else:
-            with progress.beside_logs():
-                await dispatcher.run_burst(only_ids=ids, on_done=progress.advance)
-    # A server started meanwhile, if any, takes over the retries this left.
-    wake_server(config.resolve_path(config.storage.sqlite_path))
-    return await _report(store, ids, set())
+    """Send `ids` (through the running server, if one runs) and report each outcome."""
+    beside_logs = progress.beside_logs() if progress is not None else nullcontext()
+    with beside_logs:
+        settled = await deliver_now(
+            config, store, ids, on_settled=progress.advance if progress else None
+        )
+    return _report(settled)
 
 
-async def _wait_for_outcomes(
-    store: Store, ids: Sequence[int], timeout_s: float, progress: ProgressBar | None
-) -> set[int]:
-    """Read the store until the server has an outcome for every id, or `timeout_s` (an
-    attempt's lease, the longest one may take) passes; return the ids still waiting."""
-    waiting = set(ids)
-    deadline = time.monotonic() + timeout_s
-    while waiting:
-        settled = set(await store.settled_since_replay(sorted(waiting)))
-        if settled and progress is not None:
-            progress.advance(len(settled))
-        waiting -= settled
-        if not waiting or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(OUTCOME_POLL_S)
-    return waiting
-
-
-async def _report(store: Store, ids: list[int], waiting: set[int]) -> int:
+def _report(settled: list[Settled]) -> int:
     failed = 0
-    for delivery_id in ids:
-        detail = await store.delivery(delivery_id)
-        if detail is None:
-            continue
-        row = detail.delivery
+    for outcome in settled:
+        row = outcome.row
         note = row.last_error if row.status != "delivered" else ""
-        if delivery_id in waiting:
+        if outcome.waiting:
             note = "queued: the running server sends it (see `relay show`)"
         elif row.status == "pending":
             note = f"retry at {when(row.next_attempt_at_ms)}: {row.last_error}"
@@ -273,39 +122,27 @@ async def destinations(config: Config, args: argparse.Namespace) -> int:
     key = args.enable or args.disable
     async with open_store(config) as store:
         if key:
-            if find_destination(config, key) is None:
-                print(
-                    f"no destination {key}; run `relay destinations` for the keys "
-                    "(producer/affiliate/id: a destination's id, not its position)",
-                    file=sys.stderr,
-                )
-                return EXIT_USAGE
             enable = bool(args.enable)
-            reason = "" if enable else "disabled by an operator"
-            await store.set_destination_enabled(key, enable, reason, _now_ms())
+            refused = await set_destination_enabled(config, store, key, enable)
+            if refused is not None:
+                print(refused.reason, file=sys.stderr)
+                return EXIT_USAGE
             print(f"{key}: {'enabled' if enable else 'disabled'}")
             return EXIT_OK
-        health = await store.destination_health()
-    rows = []
-    for producer in config.producers:
-        for affiliate in producer.affiliates:
-            for destination in affiliate.destinations:
-                k = destination_key(producer.id, affiliate.code, destination.stable_id)
-                h = health.get(k)
-                enabled = destination.enabled and (h.enabled if h else True)
-                rows.append(
-                    {
-                        "key": k,
-                        "target": describe(destination),
-                        "enabled": enabled,
-                        "disabled_reason": (h.disabled_reason if h else "")
-                        or ("" if destination.enabled else "enabled = false in config"),
-                        "consecutive_failures": h.consecutive_failures if h else 0,
-                        "last_success": when(h.last_success_at_ms) if h else "-",
-                        "last_error": h.last_error if h else "",
-                        "last_error_at": when(h.last_error_at_ms) if h else "-",
-                    }
-                )
+        states = await destination_states(config, store)
+    rows = [
+        {
+            "key": s.key,
+            "target": s.target,
+            "enabled": s.enabled,
+            "disabled_reason": s.disabled_reason,
+            "consecutive_failures": s.health.consecutive_failures if s.health else 0,
+            "last_success": when(s.health.last_success_at_ms) if s.health else "-",
+            "last_error": s.health.last_error if s.health else "",
+            "last_error_at": when(s.health.last_error_at_ms) if s.health else "-",
+        }
+        for s in states
+    ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return EXIT_OK

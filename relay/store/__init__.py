@@ -1,7 +1,27 @@
 """The durable outbox: events, decisions, attempts and destination health.
 
-`Store` is the protocol every backend keeps; `relay.store.sqlite` is the embedded
-one. Callers pass epoch milliseconds in, so clocks stay injectable.
+`Store` is the protocol every backend keeps: `relay.store.sqlite` is the embedded one,
+and a PostgreSQL one implements the same methods with the same guarantees;
+`relay.store.backend.open_store` chooses. It speaks of rows only (ids, keys, statuses,
+leases), never of the dispatcher's bookkeeping. Callers pass epoch milliseconds in, so
+clocks stay injectable.
+
+What every backend guarantees:
+
+- One transaction per call. Each method that writes commits all of its rows or none,
+  and a caller that hears an error knows nothing was committed, except where a method
+  says otherwise (`record_attempt` marks its row failed in a second transaction).
+- Leases are fences. A claim leases rows under one new random token; a row is claimable
+  only while pending, due and not under a live lease. Every outcome write names the
+  token it holds and changes nothing unless the row still holds it, so a holder whose
+  lease ran out and was taken over can never record. Postgres claims with
+  `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent dispatchers never wait on, nor
+  take, each other's rows.
+- Idempotency. An event is stored once per (producer, Hotmart id): a second ingest is a
+  `duplicate` and adds nothing. A row's message id never changes, whatever happens to it.
+- Errors are data: `StoreUnavailable` means the store as a whole cannot commit now
+  (locked, full, read-only, gone), so ingest answers 503; `StoreRejected` means this one
+  item cannot be stored while the rest of its batch was.
 """
 
 from __future__ import annotations
@@ -9,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from relay.store.records import (
+from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
@@ -21,6 +41,7 @@ from relay.store.records import (
     HealthChange,
     HistoryFilter,
     IngestResult,
+    NewAlert,
     NewEvent,
     Regrant,
     RegrantResult,
@@ -49,7 +70,10 @@ class Store(Protocol):
         ...
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:
-        """Commit the event and all its decision rows in one transaction, or raise."""
+        """Commit the event and all its decision rows in one transaction, durably (it
+        survives a power loss), or raise. Idempotent on (producer, Hotmart id): a second
+        ingest answers `duplicate` with the first one's row id and adds nothing.
+        Pending rows are due at `now_ms`. Concurrent ingests may share one commit."""
         ...
 
     async def claim_due(
@@ -64,17 +88,28 @@ class Store(Protocol):
         owner: str = SERVE_LEASE_OWNER,
     ) -> Claim:
         """Lease up to `limit` due deliveries to `owner`, oldest first, under one new
-        fencing token; in the same round trip, say when the next pending row not leased
-        falls due (among `only_ids`, when given).
+        fencing token valid until `lease_until_ms`; in the same transaction, say when the
+        next pending row not leased falls due (among `only_ids`, when given).
 
-        `exclude_ids` are the caller's rows in flight: never claimed again, even past
-        their lease, and counted against their destination's `per_destination` slots.
-        Rows that cannot be read are failed here and listed in `Claim.unreadable`.
+        A row is due when it is pending, its `next_attempt_at_ms` has come and no live
+        lease holds it. Never more than `per_destination` rows of one destination count
+        as in flight: `exclude_ids` (the caller's rows in flight) are never claimed
+        again, even past their lease, and take their destination's slots first, so a
+        destination they fill is left out entirely. Before claiming, due rows of a
+        disabled destination (not alerts, which are about it) are skipped with the
+        reason. Rows that cannot be read are failed here, with the reason, and listed
+        in `Claim.unreadable`, so one bad row never stops a claim.
+
+        Postgres: the candidate rows are read `FOR UPDATE SKIP LOCKED`, ordered by due
+        time, and leased in the same statement; the per-destination cap counts the
+        excluded ids per key, as here.
         """
         ...
 
     async def release_leases(self, owner: str) -> int:
-        """At a serve start: hand back the leases `owner` held (that process is dead)."""
+        """At a serve start: hand back the leases `owner` held (that process is dead,
+        which the caller has proved), so its rows are due again at once; return how
+        many. Leases of other owners (a CLI replay still running) run out by time."""
         ...
 
     async def record_attempt(
@@ -83,18 +118,23 @@ class Store(Protocol):
         resolution: AttemptResolution,
         destination_key: str,
         disable_after_failures: int,
-        alert: NewEvent | None,
+        alert: NewAlert | None,
         now_ms: int,
         *,
         lease_token: str,
     ) -> HealthChange:
-        """Write the attempt, move the delivery on, update health; one transaction.
+        """Write the attempt, move the delivery on (`resolution`), release its lease and
+        update its destination's health; one transaction.
 
-        Only while the row still holds `lease_token`: otherwise nothing is written and
-        `recorded` is False. `alert` (an event carrying one alert delivery) is inserted
-        only if this very transaction disables the destination, so the producer hears
-        of it exactly once. An outcome that cannot be stored raises StoreRejected, after
-        its delivery is marked failed with the reason (so it is not claimed forever).
+        Fenced: only while the row still holds `lease_token`, else nothing is written
+        and `recorded` is False. Health moves as `resolution.health` says; a failure
+        run reaching `disable_after_failures`, or a 410, disables the destination, and
+        `alert` is stored (a delivery of kind alert) only if this very transaction
+        disabled it, so the producer hears of it exactly once however many attempts
+        fail at the same moment. An outcome that cannot be stored raises StoreRejected,
+        after its delivery is marked failed with the reason in a transaction of its own
+        (so it is not claimed forever). Outcomes may share one commit; they need not
+        be durable at once (a lost one is a repeated attempt, which at-least-once allows).
         """
         ...
 
@@ -107,8 +147,9 @@ class Store(Protocol):
         *,
         lease_token: str,
     ) -> bool:
-        """Finish a claimed delivery that was never sent (privacy re-check, config gone);
-        False if the row no longer holds `lease_token`."""
+        """Finish a claimed delivery that was never sent (privacy re-check, config gone)
+        with `status` and `reason`, releasing its lease; fenced like `record_attempt`:
+        False, and nothing written, if the row no longer holds `lease_token`."""
         ...
 
     async def history(self, query: HistoryFilter) -> list[DeliveryRow]: ...
@@ -116,8 +157,10 @@ class Store(Protocol):
     async def delivery(self, delivery_id: int) -> DeliveryDetail | None: ...
 
     async def requeue(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]:
-        """Make these due now with a fresh schedule; return those taken. A row in flight
-        (its lease live) is refused: see `leased`."""
+        """Make these due now with a fresh schedule (attempts before it no longer count
+        toward giving up), keeping each row's message id; return those taken. Taken are
+        rows sent or failed, or skipped because their destination was disabled; a row in
+        flight (its lease live) is refused: see `leased`. One transaction."""
         ...
 
     async def leased(self, delivery_ids: Sequence[int], now_ms: int) -> list[int]:
@@ -156,8 +199,9 @@ class Store(Protocol):
         self, regrants: Sequence[Regrant], replacements: Sequence[Replacement], now_ms: int
     ) -> RegrantResult:
         """Apply decisions made again for withheld rows, in one transaction: each is due
-        now or still withheld, or is replaced by new rows of its event. A row no longer
-        withheld when this runs is left alone."""
+        now or still withheld, or is replaced by new rows of its event (never a second
+        row for one destination of an event). A row no longer withheld when this runs
+        (another replay took it meanwhile) is left alone, so running it twice is safe."""
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...

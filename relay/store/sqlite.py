@@ -25,9 +25,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-from relay.store import StoreRejected, StoreUnavailable
-from relay.store.group_commit import GroupCommit, ItemFailed
-from relay.store.records import (
+from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
@@ -40,6 +38,7 @@ from relay.store.records import (
     HealthChange,
     HistoryFilter,
     IngestResult,
+    NewAlert,
     NewEvent,
     Regrant,
     RegrantResult,
@@ -47,6 +46,8 @@ from relay.store.records import (
     WithheldRow,
     WriteHealth,
 )
+from relay.store import StoreRejected, StoreUnavailable
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
     connect,
@@ -62,7 +63,9 @@ from relay.store.sqlite_statements import (
     SQL_DIR,
     Outcome,
     Q,
+    from_row,
     insert_event,
+    named_rows,
     read_claimed,
     record_outcome,
     rejection,
@@ -213,7 +216,7 @@ class SqliteStore:
         resolution: AttemptResolution,
         destination_key: str,
         disable_after_failures: int,
-        alert: NewEvent | None,
+        alert: NewAlert | None,
         now_ms: int,
         *,
         lease_token: str,
@@ -280,29 +283,21 @@ class SqliteStore:
             "transaction_code": query.transaction_code,
             "hotmart_id": query.hotmart_id,
         }
-        rows = await self.run(lambda c: c.execute(Q["history"], params).fetchall())
-        return [DeliveryRow(*row) for row in rows]
+        rows = await self.run(lambda c: named_rows(c, "history", params))
+        return [from_row(DeliveryRow, row) for row in rows]
 
     async def delivery(self, delivery_id: int) -> DeliveryDetail | None:
         def work(conn: sqlite3.Connection) -> DeliveryDetail | None:
-            row = conn.execute(Q["delivery_row"], {"id": delivery_id}).fetchone()
-            if row is None:
+            found = named_rows(conn, "delivery_row", {"id": delivery_id})
+            if not found:
                 return None
             attempts = [
-                AttemptRow(
-                    attempt_no=a[0],
-                    started_at_ms=a[1],
-                    latency_ms=a[2],
-                    outcome=a[3],
-                    status_code=a[4],
-                    response_excerpt=a[5],
-                    response_headers=json.loads(a[6]),
-                    request_payload=a[7],
-                    detail=a[8],
-                )
-                for a in conn.execute(Q["attempts_of"], {"id": delivery_id})
+                from_row(AttemptRow, a, response_headers=json.loads(a["response_headers"]))
+                for a in named_rows(conn, "attempts_of", {"id": delivery_id})
             ]
-            return DeliveryDetail(DeliveryRow(*row[:-1]), row[-1], attempts)
+            return DeliveryDetail(
+                from_row(DeliveryRow, found[0]), found[0]["payload_json"], attempts
+            )
 
         return await self.run(work)
 
@@ -332,8 +327,11 @@ class SqliteStore:
         return [row[0] for row in rows]
 
     async def destination_health(self) -> dict[str, DestinationHealth]:
-        rows = await self.run(lambda c: c.execute(Q["destination_health"]).fetchall())
-        return {row[0]: DestinationHealth(row[0], bool(row[1]), *row[2:]) for row in rows}
+        rows = await self.run(lambda c: named_rows(c, "destination_health"))
+        return {
+            row["key"]: from_row(DestinationHealth, row, enabled=bool(row["enabled"]))
+            for row in rows
+        }
 
     async def set_destination_enabled(
         self, key: str, enabled: bool, reason: str, now_ms: int
@@ -376,5 +374,5 @@ class SqliteStore:
         return await self.transaction(lambda c: regrant(c, regrants, replacements, now_ms))
 
     async def count_by_status(self) -> dict[str, int]:
-        rows = await self.run(lambda c: c.execute(Q["count_by_status"]).fetchall())
-        return {row[0]: row[1] for row in rows}
+        rows = await self.run(lambda c: named_rows(c, "count_by_status"))
+        return {row["status"]: row["deliveries"] for row in rows}

@@ -20,9 +20,11 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from relay.store.queries import load_migrations
+from relay.store.queries import load_migrations, load_queries
 
 T = TypeVar("T")
+# Setting up a connection and framing a transaction: SQL kept with the rest, in sql/.
+C = load_queries(Path(__file__).parent / "sql" / "sqlite" / "connection.sql")
 
 
 class Unit(str):
@@ -117,19 +119,17 @@ def create_private(path: Path) -> None:
 
 def prepare(conn: sqlite3.Connection, busy_timeout_ms: int, migrations: Path) -> None:
     """Settings and migrations, once at open."""
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS schema_version ("
-        " version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
-    )
-    current = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+    conn.execute(C["busy_timeout"].format(ms=int(busy_timeout_ms)))
+    conn.execute(C["journal_mode"])
+    conn.execute(C["foreign_keys"])
+    conn.execute(C["schema_version_table"])
+    (current,) = conn.execute(C["schema_version"]).fetchone()
     for version, script in load_migrations(migrations):
         if version > current:
             conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nINSERT INTO schema_version VALUES "
-                f"({version}, {time.time_ns() // 1_000_000});\nCOMMIT;"
+                C["apply_migration"].format(
+                    script=script, version=int(version), now_ms=time.time_ns() // 1_000_000
+                )
             )
 
 
@@ -145,20 +145,20 @@ def transaction(
     on a full disk, so only one that wrote proves the store can write.
     """
     # Wait for another process's lock only as long as the oldest caller has left.
-    conn.execute(f"PRAGMA busy_timeout = {max(0, int((deadline - time.monotonic()) * 1000))}")
+    conn.execute(C["busy_timeout"].format(ms=max(0, int((deadline - time.monotonic()) * 1000))))
     # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
     # bookkeeping (leases, attempt outcomes) uses NORMAL: it survives a process crash,
     # and after a power loss the worst case is a repeated attempt with the same message
     # id, which at-least-once already allows. The next FULL commit syncs it anyway.
-    conn.execute("PRAGMA synchronous = FULL" if durable else "PRAGMA synchronous = NORMAL")
-    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(C["synchronous_full"] if durable else C["synchronous_normal"])
+    conn.execute(C["begin"])
     changes_before = conn.total_changes
     try:
         result = work(conn)
         wrote = conn.total_changes > changes_before
-        conn.execute("COMMIT")
+        conn.execute(C["commit"])
     except BaseException:
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
+            conn.execute(C["rollback"])
         raise
     return result, wrote

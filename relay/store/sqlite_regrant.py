@@ -12,14 +12,14 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from relay.store.records import (
+from relay.records import (
     DeliveryStatus,
     Regrant,
     RegrantResult,
     Replacement,
     WithheldRow,
 )
-from relay.store.sqlite_statements import Q
+from relay.store.sqlite_statements import Q, from_row, named_rows
 
 REKEY_STEP = "destination ids"
 log = logging.getLogger("relay.store")
@@ -59,13 +59,12 @@ def rekey_positional(
     for old, new in new_by_old.items():
         params = {"old": old, "new": new}
         moved_rows += conn.execute(Q["rekey_deliveries"], params).rowcount
+        conn.execute(Q["rekey_alerts"], params)
         moved_health += conn.execute(Q["rekey_destinations"], params).rowcount
     # An id starts with a letter, so a key that ends in digits is one this config could
     # not place: its destination was gone before the upgrade.
     unmapped = sorted(
-        key
-        for (key,) in conn.execute(Q["stored_keys"])
-        if key.removeprefix("alert:").rpartition("/")[2].isdigit()
+        key for (key,) in conn.execute(Q["stored_keys"]) if key.rpartition("/")[2].isdigit()
     )
     detail = f"{moved_rows} deliveries and {moved_health} destinations moved to id keys"
     if unmapped:
@@ -76,16 +75,8 @@ def rekey_positional(
 
 def withheld_rows(conn: sqlite3.Connection, params: Mapping[str, object]) -> list[WithheldRow]:
     return [
-        WithheldRow(
-            id=row[0],
-            event_row_id=row[1],
-            producer_id=row[2],
-            affiliate_code=row[3],
-            destination_key=row[4],
-            payload_json=row[5],
-            event_keys=frozenset(json.loads(row[6])),
-        )
-        for row in conn.execute(Q["withheld_rows"], params)
+        from_row(WithheldRow, row, event_keys=frozenset(json.loads(row["event_keys"])))
+        for row in named_rows(conn, "withheld_rows", params)
     ]
 
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from relay.store import StoreRejected
-from relay.store.group_commit import ItemFailed
-from relay.store.queries import load_queries
-from relay.store.records import (
+from relay.records import (
     AttemptRecord,
     AttemptResolution,
     Channel,
@@ -27,17 +24,44 @@ from relay.store.records import (
     HealthChange,
     HealthEffect,
     IngestResult,
+    NewAlert,
+    NewDelivery,
     NewEvent,
     UnreadableRow,
 )
+from relay.store import StoreRejected
+from relay.store.group_commit import ItemFailed
+from relay.store.queries import load_queries
 from relay.store.sqlite_connection import is_store_fault
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+Record = TypeVar("Record", bound="DataclassInstance")
 
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
 Q = load_queries(SQL_DIR / "queries.sql")
+ALERT_SOURCE = "relay"  # the `source` of an alert's event: the relay itself, not Hotmart
+
+
+def named_rows(
+    conn: sqlite3.Connection, query: str, params: Mapping[str, Any] | None = None
+) -> list[sqlite3.Row]:
+    """The rows of the named query, each readable by column name."""
+    cursor = conn.execute(Q[query], params or {})
+    cursor.row_factory = sqlite3.Row
+    return cursor.fetchall()
+
+
+def from_row(record: type[Record], row: sqlite3.Row, **values: Any) -> Record:
+    """A record whose every field is read from the column of its name (or given in
+    `values`): the SQL may list its columns in any order."""
+    return record(
+        **{f.name: values[f.name] if f.name in values else row[f.name] for f in fields(record)}
+    )
 
 
 @dataclass(frozen=True)
@@ -48,7 +72,7 @@ class Outcome:
     resolution: AttemptResolution
     destination_key: str
     disable_after_failures: int
-    alert: NewEvent | None
+    alert: NewAlert | None
     lease_token: str
 
 
@@ -140,6 +164,34 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
     return IngestResult(event.outcome, event_row_id, sendable)
 
 
+def insert_alert(conn: sqlite3.Connection, alert: NewAlert, now_ms: int) -> None:
+    """An alert is kept as the relay's own event (source "relay") with one pending
+    delivery of kind `alert` to the destination it is about."""
+    insert_event(
+        conn,
+        NewEvent(
+            producer_id=alert.producer_id,
+            hotmart_id=alert.alert_id,
+            event_name=alert.event_name,
+            source=ALERT_SOURCE,
+            transaction_code="",
+            product_id="",
+            payload_json=alert.payload_json,
+            deliveries=(
+                NewDelivery(
+                    status=DeliveryStatus.PENDING,
+                    reason=alert.reason,
+                    message_id=alert.message_id,
+                    destination_key=alert.destination_key,
+                    channel=Channel.EMAIL.value,
+                    kind=DeliveryKind.ALERT,
+                ),
+            ),
+        ),
+        now_ms,
+    )
+
+
 def _event_params(event: NewEvent) -> dict[str, Any]:
     return {
         "producer_id": event.producer_id,
@@ -158,7 +210,7 @@ def _update_health(
     key: str,
     resolution: AttemptResolution,
     disable_after_failures: int,
-    alert: NewEvent | None,
+    alert: NewAlert | None,
     now_ms: int,
 ) -> HealthChange:
     effect = resolution.health
@@ -185,7 +237,7 @@ def _update_health(
     disabled = conn.execute(Q["disable_destination"], {**params, "reason": disable_reason})
     disabled_now = disabled.rowcount == 1
     if disabled_now and alert is not None:
-        insert_event(conn, alert, now_ms)
+        insert_alert(conn, alert, now_ms)
     return HealthChange(disabled_now=disabled_now, consecutive_failures=failures)
 
 
@@ -237,10 +289,8 @@ def read_claimed(
     conn: sqlite3.Connection, ids: list[int], now_ms: int
 ) -> tuple[list[ClaimedDelivery], list[UnreadableRow]]:
     """The claimed rows; any that cannot be read is failed here, so it never kills a claim."""
-    cursor = conn.execute(Q["claimed_rows"], {"ids": json.dumps(ids)})
-    cursor.row_factory = sqlite3.Row
     deliveries, unreadable = [], []
-    for row in cursor.fetchall():
+    for row in named_rows(conn, "claimed_rows", {"ids": json.dumps(ids)}):
         try:
             read = claimed_delivery(row)
         except Exception as exc:  # whatever else is wrong with it: the type, never the data

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from relay.store.records import WriteHealth
+from relay.records import WriteHealth
 
 
 class WriteMonitor:

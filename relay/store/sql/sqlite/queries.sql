@@ -21,7 +21,8 @@ VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :chan
         :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms);
 
 -- name: skip_disabled_due
--- A row in flight is left to its holder, whose outcome write settles it.
+-- A row in flight is left to its holder, whose outcome write settles it. An alert is
+-- keyed by the disabled destination it is about, and must still go to its producer.
 UPDATE deliveries
 SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_token = NULL,
     lease_owner = NULL, updated_at_ms = :now_ms,
@@ -237,7 +238,7 @@ WHERE status = 'failed' AND (:since_ms IS NULL OR created_at_ms >= :since_ms)
 ORDER BY id;
 
 -- name: count_by_status
-SELECT status, COUNT(*) FROM deliveries GROUP BY status;
+SELECT status, COUNT(*) AS deliveries FROM deliveries GROUP BY status;
 
 -- name: settled_since_replay
 -- Rows whose outcome is known since they were last queued: no longer pending, or with an
@@ -255,9 +256,13 @@ INSERT INTO one_time_steps (name, done_at_ms, detail) VALUES (:name, :now_ms, :d
 
 -- name: rekey_deliveries
 -- A positional key becomes the destination's id key, on its deliveries and its alerts.
-UPDATE deliveries
-SET destination_key = CASE WHEN destination_key = :old THEN :new ELSE 'alert:' || :new END
-WHERE destination_key IN (:old, 'alert:' || :old);
+UPDATE deliveries SET destination_key = :new WHERE destination_key = :old;
+
+-- name: rekey_alerts
+-- What an alert is about (relay/alerts.py: DestinationDisabled) follows its destination.
+UPDATE events SET payload_json = json_set(payload_json, '$.destination_key', :new)
+WHERE source = 'relay' AND event_name = 'DESTINATION_DISABLED' AND json_valid(payload_json)
+  AND json_extract(payload_json, '$.destination_key') = :old;
 
 -- name: rekey_destinations
 UPDATE destinations SET key = :new WHERE key = :old;
@@ -272,7 +277,8 @@ UNION SELECT key FROM destinations;
 -- so rows a regrant adds meanwhile are never read back), with their stored event and
 -- every destination that event already has a row for, for this affiliate (so deciding
 -- again never adds a second row for one destination).
-SELECT d.id, d.event_id, d.producer_id, d.affiliate_code, d.destination_key, e.payload_json,
+SELECT d.id, d.event_id AS event_row_id, d.producer_id, d.affiliate_code, d.destination_key,
+       e.payload_json,
        (SELECT json_group_array(o.destination_key) FROM deliveries o
         WHERE o.event_id = d.event_id AND o.affiliate_code = d.affiliate_code
           AND o.kind = 'notification' AND o.destination_key IS NOT NULL) AS event_keys

@@ -1,4 +1,8 @@
-"""Plain records that cross the store boundary; no backend types leak out."""
+"""The outbox's records: plain data that crosses the store boundary; no backend types leak out.
+
+They sit below every layer that speaks of deliveries (the pure core plans them, the
+store keeps them, the engine moves them), so they import nothing of the relay.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +72,24 @@ class NewEvent:
             if all(d.status == DeliveryStatus.IGNORED for d in self.deliveries)
             else ("accepted")
         )
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    """A producer alert, written with the outcome that disables its destination.
+
+    The store keeps it as a delivery of kind `alert` to `destination_key`, the
+    destination it is about, with `payload_json` (a `relay.alerts.DestinationDisabled`)
+    as what it carries; `alert_id` is unique among the producer's events.
+    """
+
+    producer_id: str
+    alert_id: str
+    event_name: str
+    destination_key: str
+    message_id: str
+    reason: str
+    payload_json: str
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,119 @@
+"""One running relay, opened in one place: `open_relay` builds it, `running` runs it.
+
+`Relay` is what the HTTP handlers, the CLI's operations and the tests hold: the config,
+the store, the dispatcher and what readiness reports. `relay.app.init_app` opens one
+for the life of the web app; a CLI command that sends with no server running opens
+one over the store it already has, with leases of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from relay.attempt import AttemptRunner
+from relay.attempt_outcome import AttemptBounds, attempt_bounds
+from relay.channels.router import open_channels
+from relay.clock import Clock, Sleeper, SystemClock, wait_for_event
+from relay.config import Config
+from relay.dispatch import Dispatcher
+from relay.instance import WAKE_SIGNAL
+from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
+from relay.records import SERVE_LEASE_OWNER
+from relay.store import Store
+from relay.store.backend import open_store
+from relay.supervisor import Supervisor, supervised
+from relay.targets import TemplateSet
+
+
+@dataclass
+class Relay:
+    config: Config
+    store: Store
+    dispatcher: Dispatcher
+    readiness: Readiness
+    clock: Clock
+    # Set when something is due (a commit in ingest, a finished attempt); the dispatcher
+    # waits on it.
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wake_dispatcher(self) -> None:
+        self.wakeup.set()
+
+
+def bounds_of(config: Config) -> AttemptBounds:
+    return attempt_bounds(config.delivery, config.storage.busy_timeout_s)
+
+
+@asynccontextmanager
+async def open_relay(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    sleeper: Sleeper = wait_for_event,
+    owner: str = SERVE_LEASE_OWNER,
+    bounds: AttemptBounds | None = None,
+) -> AsyncIterator[Relay]:
+    """The store (opened here unless `store` is given, which the caller keeps), the
+    channels, the templates and a dispatcher, not yet running, whose leases `owner`
+    holds: "serve", or a CLI's own name when it sends with no server running.
+
+    `bounds` defaults to those the config implies (`bounds_of`).
+    """
+    clock = clock or SystemClock()
+    bounds = bounds or bounds_of(config)
+    async with _store(config, store) as opened, open_channels(config) as channels:
+        wakeup = asyncio.Event()
+        templates = TemplateSet(config)  # one Jinja environment per override folder
+        runner = AttemptRunner(config, opened, channels, templates, clock, budget_s=bounds.budget_s)
+        dispatcher = Dispatcher(
+            opened,
+            runner,
+            config.delivery,
+            clock,
+            wakeup,
+            lease_s=bounds.lease_s,
+            owner=owner,
+            sleeper=sleeper,
+        )
+        yield Relay(config, opened, dispatcher, Readiness(opened), clock, wakeup)
+
+
+@asynccontextmanager
+async def _store(config: Config, store: Store | None) -> AsyncIterator[Store]:
+    if store is not None:
+        yield store
+        return
+    async with open_store(config) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def running(
+    relay: Relay, *, wake_on_signal: bool = False, probe_interval_s: float = PROBE_INTERVAL_S
+) -> AsyncIterator[Relay]:
+    """Run the dispatcher and the write probe, each supervised; stopping drains the
+    attempts in flight.
+
+    With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
+    process tells the server that due times changed, so the server never has to poll.
+    """
+    dispatcher = Supervisor("dispatcher", relay.dispatcher.run)
+    probe = Supervisor(
+        "write probe", lambda: probe_writes(relay.store, relay.clock.now_ms, probe_interval_s)
+    )
+    relay.readiness.dispatcher = dispatcher
+    async with supervised(dispatcher), supervised(probe):
+        loop = asyncio.get_running_loop()
+        if wake_on_signal:
+            loop.add_signal_handler(WAKE_SIGNAL, relay.wake_dispatcher)
+        try:
+            yield relay
+        finally:
+            if wake_on_signal:
+                loop.remove_signal_handler(WAKE_SIGNAL)
+            relay.readiness.draining = True
+            await relay.dispatcher.drain(relay.config.delivery.shutdown_grace_s)
