@@ -21,6 +21,7 @@ from relay.channels.webhook import open_webhook_channel
 from relay.config import Config
 from relay.dispatch import Dispatcher
 from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
+from relay.retention import PURGE_FIRST_DELAY_S, PURGE_INTERVAL_S, purge, run_daily
 from relay.runtime import Clock, Runtime, SystemClock
 from relay.store.records import SERVE_LEASE_OWNER
 from relay.store.sqlite import SqliteStore, open_sqlite_store
@@ -107,9 +108,11 @@ async def running_service(
     clock: Clock | None = None,
     wake_on_signal: bool = False,
     probe_interval_s: float = PROBE_INTERVAL_S,
+    purge_first_delay_s: float = PURGE_FIRST_DELAY_S,
+    purge_interval_s: float = PURGE_INTERVAL_S,
 ) -> AsyncIterator[Runtime]:
-    """`open_service` with its dispatcher and write probe running, each supervised;
-    stopping drains attempts in flight.
+    """`open_service` with its dispatcher, write probe and daily purge running, each
+    supervised; stopping drains attempts in flight.
 
     With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
     process tells the server that due times changed, so the server never has to poll.
@@ -121,8 +124,17 @@ async def running_service(
             "write probe",
             lambda: probe_writes(service.store, runtime.clock.now_ms, probe_interval_s),
         )
+        retention_s = config.storage.retention_s
+        purger = Supervisor(
+            "purge",
+            lambda: run_daily(
+                lambda: purge(service.store, runtime.clock.now_ms(), retention_s),
+                first_delay_s=purge_first_delay_s,
+                interval_s=purge_interval_s,
+            ),
+        )
         runtime.readiness.dispatcher = dispatcher
-        async with supervised(dispatcher), supervised(probe):
+        async with supervised(dispatcher), supervised(probe), supervised(purger):
             loop = asyncio.get_running_loop()
             if wake_on_signal:
                 loop.add_signal_handler(WAKE_SIGNAL, runtime.wake_dispatcher)

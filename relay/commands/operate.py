@@ -127,7 +127,10 @@ async def replay(config: Config, args: argparse.Namespace) -> int:
             if missing in in_flight:
                 print(f"delivery {missing} is being sent right now; try again in a moment")
             else:
-                print(f"delivery {missing}: not replayable (unknown, withheld, ignored or skipped)")
+                print(
+                    f"delivery {missing}: not replayable (unknown, withheld, ignored or "
+                    "skipped, or its buyer data was purged past storage.retention)"
+                )
         if not requeued:
             return EXIT_FAILED if ids else EXIT_OK
         return await _send_now(config, store, requeued, ProgressBar(len(requeued)))

@@ -120,6 +120,10 @@ def prepare(conn: sqlite3.Connection, busy_timeout_ms: int, migrations: Path) ->
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # Zero what SQLite frees (a rewritten row's old bytes, freed pages) instead of leaving
+    # it on disk: a purge must leave no copy of the buyer data it scrubbed. Freed space
+    # is rare here (rows are inserted, and rewritten only by status updates and purge).
+    conn.execute("PRAGMA secure_delete = ON")
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)"
