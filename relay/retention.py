@@ -38,6 +38,12 @@ PURGE_BATCH_EVENTS = 200
 # due), then once a day.
 PURGE_FIRST_DELAY_S = 30.0
 PURGE_INTERVAL_S = 86400.0
+# How long the purge inside `relay serve` waits for another process's read (a backup, a
+# `relay history`) to let go of the WAL. Ingest queues behind it on the relay's one
+# connection, so it is short; if the WAL stays held, the purge runs again this much later
+# rather than a day later, since the WAL still holds old copies of what was scrubbed.
+SERVE_ERASE_WAIT_MS = 100
+PURGE_RETRY_S = 300.0
 # Before every real (received_at_ms, row id): where a walk over the candidates starts.
 _START = (-1, -1)
 
@@ -98,10 +104,16 @@ def scrubbed_payload(candidate: ScrubCandidate) -> str:
 
 
 async def purge(
-    store: Store, now_ms: int, retention_s: float, batch: int = PURGE_BATCH_EVENTS
+    store: Store,
+    now_ms: int,
+    retention_s: float,
+    *,
+    erase_wait_ms: int,
+    batch: int = PURGE_BATCH_EVENTS,
 ) -> PurgeReport:
     """Scrub every event received more than `retention_s` before `now_ms`; then make the
-    store's files forget the old copies. Logs and returns what it did."""
+    store's files forget the old copies, waiting at most `erase_wait_ms` for other
+    processes to let go of them. Logs and returns what it did."""
     before_ms = now_ms - int(retention_s * 1000)
     events = attempts = 0
     after = _START
@@ -116,7 +128,7 @@ async def purge(
         last = candidates[-1]
         after = (last.received_at_ms, last.event_row_id)
     # Even with nothing scrubbed now: an earlier purge's erase may not have finished.
-    erased = await store.erase_overwritten()
+    erased = await store.erase_overwritten(erase_wait_ms)
     report = PurgeReport(before_ms, events, attempts, erased)
     if erased:
         log.info("purge: %s", report.summary(retention_s))
@@ -129,18 +141,20 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 async def run_daily(
-    purge_once: Callable[[], Awaitable[object]],
+    purge_once: Callable[[], Awaitable[PurgeReport]],
     *,
     first_delay_s: float = PURGE_FIRST_DELAY_S,
     interval_s: float = PURGE_INTERVAL_S,
+    retry_s: float = PURGE_RETRY_S,
     sleep: Sleep = asyncio.sleep,
 ) -> None:
-    """Purge shortly after start, then every `interval_s`, until cancelled.
+    """Purge shortly after start, then every `interval_s` (every `retry_s` while the old
+    copies could not be erased), until cancelled.
 
     A purge that raises ends this; the supervisor around it logs the error with its
     traceback and starts it again, so a failure is neither silent nor final.
     """
     await sleep(first_delay_s)
     while True:
-        await purge_once()
-        await sleep(interval_s)
+        report = await purge_once()
+        await sleep(interval_s if report.erased else retry_s)

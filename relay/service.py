@@ -21,7 +21,13 @@ from relay.channels.webhook import open_webhook_channel
 from relay.config import Config
 from relay.dispatch import Dispatcher
 from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
-from relay.retention import PURGE_FIRST_DELAY_S, PURGE_INTERVAL_S, purge, run_daily
+from relay.retention import (
+    PURGE_FIRST_DELAY_S,
+    PURGE_INTERVAL_S,
+    SERVE_ERASE_WAIT_MS,
+    purge,
+    run_daily,
+)
 from relay.runtime import Clock, Runtime, SystemClock
 from relay.store.records import SERVE_LEASE_OWNER
 from relay.store.sqlite import SqliteStore, open_sqlite_store
@@ -128,7 +134,12 @@ async def running_service(
         purger = Supervisor(
             "purge",
             lambda: run_daily(
-                lambda: purge(service.store, runtime.clock.now_ms(), retention_s),
+                lambda: purge(
+                    service.store,
+                    runtime.clock.now_ms(),
+                    retention_s,
+                    erase_wait_ms=SERVE_ERASE_WAIT_MS,
+                ),
                 first_delay_s=purge_first_delay_s,
                 interval_s=purge_interval_s,
             ),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from relay.commands.maintain import _publish
 from relay.store.sqlite import open_sqlite_store
 from tests.conftest import HOTTOK, build_config, fixture_json, runtime_of
 from tests.test_cli import run_cli, write_toml
@@ -214,3 +215,36 @@ async def test_a_corrupt_store_gives_no_backup(
 
 async def test_backup_needs_a_path(relay_toml: Path) -> None:
     assert await run_cli(relay_toml, "backup") == 2
+
+
+def test_a_file_that_appears_during_the_copy_is_never_replaced(tmp_path: Path) -> None:
+    partial, target = tmp_path / ".c.partial", tmp_path / "c.sqlite3"
+    partial.write_text("the copy")
+    target.write_text("made by someone else meanwhile")
+
+    with pytest.raises(FileExistsError):
+        _publish(partial, target, force=False)
+
+    assert target.read_text() == "made by someone else meanwhile"
+
+
+@pytest.mark.parametrize("present", [False, True])
+def test_without_hard_links_the_copy_is_renamed_only_onto_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, present: bool
+) -> None:
+    """Some filesystems (SMB, some FUSE) refuse link(2): then check and rename instead."""
+
+    def no_links(src: Any, dst: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("relay.commands.maintain.os.link", no_links)
+    partial, target = tmp_path / ".c.partial", tmp_path / "c.sqlite3"
+    partial.write_text("the copy")
+    if present:
+        target.write_text("older")
+        with pytest.raises(FileExistsError):
+            _publish(partial, target, force=False)
+        assert target.read_text() == "older"
+    else:
+        _publish(partial, target, force=False)
+        assert target.read_text() == "the copy" and not partial.exists()

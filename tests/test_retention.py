@@ -31,21 +31,25 @@ from relay.retention import (
     KEPT_PAYMENT_FIELDS,
     SCRUBBED_EVENT_FIELDS,
     SCRUBBED_PAYMENT_FIELDS,
+    PurgeReport,
     purge,
     retention_text,
     run_daily,
     scrubbed_payload,
 )
 from relay.service import running_service
+from relay.store import StoreUnavailable
 from relay.store.records import (
     AttemptRecord,
     AttemptResolution,
     DeliveryStatus,
     HealthEffect,
     HistoryFilter,
+    ScrubbedEvent,
     ScrubCandidate,
 )
 from relay.store.sqlite import SqliteStore, open_sqlite_store
+from relay.store.sqlite_connection import UnitConnection
 from relay.supervisor import Supervisor
 from tests.conftest import SECRET, build_config, fixture_json
 from tests.peers import WebhookSink, wait_until, webhook_sink
@@ -54,6 +58,7 @@ from tests.test_cli import run_cli, write_toml
 DAY_MS = 86_400_000
 NOW_MS = 1_800_000_000_000  # a fixed "now" for the store-level tests
 AFFILIATE = "W0000000WH"
+WAIT_MS = 100  # how long a purge here waits for a reader elsewhere to let go of the WAL
 
 
 def slip_body(tag: str, number: int) -> dict[str, Any]:
@@ -310,14 +315,14 @@ async def test_an_event_with_a_pending_delivery_keeps_its_data_until_it_settles(
     config = build_config(wired(config_dict, _NoSink()), tmp_path)
     await ingest(store, config, slip_body("waiting", 1), NOW_MS - 40 * DAY_MS)
 
-    report = await purge(store, NOW_MS, config.storage.retention_s)
+    report = await purge(store, NOW_MS, config.storage.retention_s, erase_wait_ms=WAIT_MS)
 
     assert (report.events, report.attempts, report.erased) == (0, 0, True)
     payload, scrubbed_at = event_row(tmp_path / "relay.sqlite3", "evt-waiting")
     assert scrubbed_at is None and "buyer.waiting@example.com" in payload
 
     await attempt_once(store, DeliveryStatus.DELIVERED, NOW_MS)
-    report = await purge(store, NOW_MS + 1, config.storage.retention_s)
+    report = await purge(store, NOW_MS + 1, config.storage.retention_s, erase_wait_ms=WAIT_MS)
 
     assert (report.events, report.attempts) == (1, 1)
     payload, scrubbed_at = event_row(tmp_path / "relay.sqlite3", "evt-waiting")
@@ -341,8 +346,8 @@ async def test_purge_walks_past_events_kept_back_and_scrubs_each_once(
         )
 
     # One event per batch: the pending one must not stop the walk.
-    first = await purge(store, NOW_MS, config.storage.retention_s, batch=1)
-    again = await purge(store, NOW_MS, config.storage.retention_s, batch=1)
+    first = await purge(store, NOW_MS, config.storage.retention_s, batch=1, erase_wait_ms=WAIT_MS)
+    again = await purge(store, NOW_MS, config.storage.retention_s, batch=1, erase_wait_ms=WAIT_MS)
 
     assert (first.events, first.attempts) == (4, 1)
     assert (again.events, again.attempts) == (0, 0)
@@ -359,7 +364,7 @@ async def test_events_inside_the_window_are_left_alone(
     await ingest(store, config, slip_body("past", 2), edge_ms - 1)
     await attempt_once(store, DeliveryStatus.DELIVERED, NOW_MS)
 
-    report = await purge(store, NOW_MS, retention_s)
+    report = await purge(store, NOW_MS, retention_s, erase_wait_ms=WAIT_MS)
 
     assert report.events == 1
     assert event_row(tmp_path / "relay.sqlite3", "evt-edge")[1] is None
@@ -375,7 +380,7 @@ async def test_a_purged_delivery_is_never_replayed_without_its_data(
     async with open_sqlite_store(tmp_path / "relay.sqlite3") as opened:
         await ingest(opened, config, slip_body("gone", 1), NOW_MS - 40 * DAY_MS)
         await attempt_once(opened, DeliveryStatus.FAILED, NOW_MS - 40 * DAY_MS)
-        await purge(opened, NOW_MS, config.storage.retention_s)
+        await purge(opened, NOW_MS, config.storage.retention_s, erase_wait_ms=WAIT_MS)
         (row,) = await opened.history(HistoryFilter())
     path = write_toml(raw, tmp_path / "relay.toml")
     capsys.readouterr()
@@ -462,7 +467,14 @@ async def test_serve_purges_shortly_after_start_by_itself(
     assert found_in(files, buyer_values("today", 9))
 
 
-async def test_the_daily_purge_runs_at_start_then_every_interval() -> None:
+@pytest.mark.parametrize(
+    ("erased", "waits"),
+    [(True, [30, 86400, 86400, 86400]), (False, [30, 300, 300, 300])],
+)
+async def test_the_daily_purge_runs_at_start_then_every_day_or_soon_if_unfinished(
+    erased: bool, waits: list[float]
+) -> None:
+    """While the old copies could not be erased, the next purge comes in minutes."""
     delays: list[float] = []
     purges: list[int] = []
 
@@ -471,13 +483,14 @@ async def test_the_daily_purge_runs_at_start_then_every_interval() -> None:
         if len(delays) == 4:
             raise asyncio.CancelledError
 
-    async def purge_once() -> None:
+    async def purge_once() -> PurgeReport:
         purges.append(len(delays))
+        return PurgeReport(0, 0, 0, erased=erased)
 
     with pytest.raises(asyncio.CancelledError):
-        await run_daily(purge_once, first_delay_s=30, interval_s=86400, sleep=sleep)
+        await run_daily(purge_once, first_delay_s=30, interval_s=86400, retry_s=300, sleep=sleep)
 
-    assert delays == [30, 86400, 86400, 86400]
+    assert delays == waits
     assert purges == [1, 2, 3]  # one purge after each wait but the last
 
 
@@ -486,7 +499,7 @@ async def test_a_failed_daily_purge_is_logged_and_started_again(
 ) -> None:
     attempts: list[str] = []
 
-    async def purge_once() -> None:
+    async def purge_once() -> PurgeReport:
         attempts.append("purge")
         if len(attempts) == 1:
             raise sqlite3.OperationalError("disk I/O error")
@@ -504,3 +517,57 @@ async def test_a_failed_daily_purge_is_logged_and_started_again(
 
     assert attempts == ["purge", "purge"] and supervisor.restarts == 1
     assert "purge stopped on an error (OperationalError); restarting" in caplog.text
+
+
+# -- races and faults --------------------------------------------------------------------
+
+
+async def test_an_event_requeued_after_it_was_read_for_purge_keeps_its_data(
+    store: SqliteStore, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    """The pending check is made again in the writing transaction: a replay queued between
+    the purge's read and its write wins, and the delivery keeps what it needs to be sent."""
+    config = build_config(wired(config_dict, _NoSink()), tmp_path)
+    await ingest(store, config, slip_body("raced", 1), NOW_MS - 40 * DAY_MS)
+    await attempt_once(store, DeliveryStatus.FAILED, NOW_MS - 40 * DAY_MS)
+    (candidate,) = await store.scrub_candidates(NOW_MS - 30 * DAY_MS, (-1, -1), 10)
+    (row,) = await store.history(HistoryFilter())
+    assert await store.requeue([row.id], NOW_MS) == [row.id]
+
+    counts = await store.scrub(
+        [ScrubbedEvent(candidate.event_row_id, scrubbed_payload(candidate))], NOW_MS
+    )
+
+    assert (counts.events, counts.attempts) == (0, 0)
+    payload, scrubbed_at = event_row(tmp_path / "relay.sqlite3", "evt-raced")
+    assert scrubbed_at is None and "buyer.raced@example.com" in payload
+
+
+def failing_checkpoint(errorname: str) -> type[UnitConnection]:
+    """A connection whose WAL checkpoint fails as SQLite reports `errorname`."""
+
+    class FailingCheckpoint(UnitConnection):
+        def execute(self, sql: str, parameters: Any = (), /) -> Any:
+            if isinstance(sql, str) and "wal_checkpoint" in sql:
+                error = sqlite3.OperationalError(errorname.lower())
+                error.sqlite_errorname = errorname  # as sqlite3 names it on a real one
+                raise error
+            return super().execute(sql, parameters)
+
+    return FailingCheckpoint
+
+
+async def test_a_checkpoint_that_meets_a_lock_is_reported_not_raised(tmp_path: Path) -> None:
+    factory = failing_checkpoint("SQLITE_BUSY")
+    async with open_sqlite_store(tmp_path / "relay.sqlite3", factory=factory) as opened:
+        report = await purge(opened, NOW_MS, 30 * 86400, erase_wait_ms=WAIT_MS)
+
+    assert (report.events, report.erased) == (0, False)
+    assert "run `relay purge` again" in report.summary(30 * 86400)
+
+
+async def test_a_checkpoint_that_fails_on_the_disk_makes_the_purge_fail(tmp_path: Path) -> None:
+    factory = failing_checkpoint("SQLITE_IOERR")
+    async with open_sqlite_store(tmp_path / "relay.sqlite3", factory=factory) as opened:
+        with pytest.raises(StoreUnavailable):
+            await purge(opened, NOW_MS, 30 * 86400, erase_wait_ms=WAIT_MS)

@@ -29,9 +29,12 @@ EXIT_USAGE = 2
 
 async def purge(config: Config, args: argparse.Namespace) -> int:
     retention_s = config.storage.retention_s
+    # Not the server: it may wait as long as any write does for the WAL to be let go.
+    erase_wait_ms = int(config.storage.busy_timeout_s * 1000)
     try:
         async with open_store(config) as store:
-            report = await purge_store(store, time.time_ns() // 1_000_000, retention_s)
+            now_ms = time.time_ns() // 1_000_000
+            report = await purge_store(store, now_ms, retention_s, erase_wait_ms=erase_wait_ms)
     except (StoreUnavailable, sqlite3.Error, OSError) as exc:
         print(f"relay purge: failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -157,9 +157,10 @@ class Store(Protocol):
         An event scrubbed already, or with a delivery pending again, is left alone."""
         ...
 
-    async def erase_overwritten(self) -> bool:
+    async def erase_overwritten(self, wait_ms: int) -> bool:
         """Make what `scrub` overwrote unreadable in the store's files too, not only in its
-        rows; False if that could not be finished now (try again later)."""
+        rows, waiting at most `wait_ms` for other processes' reads and writes; False if
+        that could not be finished now (try again later)."""
         ...
 
     async def backup(self, target: Path) -> BackupFacts:

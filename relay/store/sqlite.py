@@ -355,10 +355,12 @@ class SqliteStore:
     async def scrub(self, events: Sequence[ScrubbedEvent], now_ms: int) -> ScrubCounts:
         return await self.transaction(lambda c: maintenance.scrub(c, events, now_ms))
 
-    async def erase_overwritten(self) -> bool:
+    async def erase_overwritten(self, wait_ms: int) -> bool:
         busy_timeout_ms = int(self._busy_timeout_s * 1000)
         try:
-            return await self.run(lambda c: maintenance.truncate_wal(c, busy_timeout_ms))
+            return await self.run(
+                lambda c: maintenance.truncate_wal(c, wait_ms, restore_ms=busy_timeout_ms)
+            )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"sqlite: {exc}") from exc
 

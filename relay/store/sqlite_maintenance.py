@@ -39,16 +39,19 @@ def scrub(conn: sqlite3.Connection, events: Sequence[ScrubbedEvent], now_ms: int
     return ScrubCounts(events=scrubbed_events, attempts=scrubbed_attempts)
 
 
-def truncate_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
+def truncate_wal(conn: sqlite3.Connection, wait_ms: int, *, restore_ms: int) -> bool:
     """Copy the WAL into the database and cut it to zero bytes; False if a reader or a
-    writer elsewhere kept it from finishing within `busy_timeout_ms`."""
-    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    writer elsewhere kept it from finishing within `wait_ms`. The connection's busy
+    timeout is `restore_ms` again afterwards."""
+    conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
     try:
         busy, _frames, _copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     except sqlite3.OperationalError as exc:
         if getattr(exc, "sqlite_errorname", "").startswith(_BUSY):
             return False
         raise
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(restore_ms)}")
     return bool(busy == 0)
 
 
