@@ -6,6 +6,7 @@ import asyncio
 import copy
 import sqlite3
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from relay.commands.maintain import _publish
 from relay.store.sqlite import open_sqlite_store
+from tests.acceptance.harness import Relay, relay_config, running, wait_for
 from tests.conftest import HOTTOK, build_config, fixture_json, runtime_of
 from tests.test_cli import run_cli, write_toml
 from tests.test_ingest import post_json
@@ -248,3 +250,37 @@ def test_without_hard_links_the_copy_is_renamed_only_onto_nothing(
     else:
         _publish(partial, target, force=False)
         assert target.read_text() == "the copy" and not partial.exists()
+
+
+def test_a_backup_by_one_process_while_relay_serve_ingests_in_another(tmp_path: Path) -> None:
+    """The same, as deployed: `relay serve` and `relay backup` each a process of its own,
+    so the snapshot and the writes meet through SQLite's file locks."""
+    raw = streaming_config(relay_config(tmp_path), tmp_path)
+    stop = threading.Event()
+    posted: list[int] = []
+
+    def poster(relay: Relay) -> None:
+        n = 0
+        while not stop.is_set():
+            assert relay.post(slip(n)).status == 200
+            posted.append(n)
+            n += 1
+
+    with running(Relay.from_config(raw, tmp_path)) as relay:
+        thread = threading.Thread(target=poster, args=(relay,))
+        thread.start()
+        try:
+            wait_for(lambda: len(posted) >= 20, timeout_s=60, what="20 events posted")
+            target = tmp_path / "copy.sqlite3"
+            done = relay.cli("backup", str(target))
+            at_least = len(posted)  # posted in full before the backup returned
+        finally:
+            stop.set()
+            thread.join()
+    assert done.returncode == 0, done.stderr
+    facts = copy_facts(target)
+    assert facts["integrity"] == [("ok",)]
+    assert facts["event_ids"] == list(range(1, len(facts["event_ids"]) + 1))
+    assert 20 <= len(facts["event_ids"]) <= at_least + 1  # one post may be mid-answer
+    assert facts["rows_per_event"] == {DESTINATIONS}
+    assert facts["attempts_mismatched"] == 0
