@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/mail")
     toggle.add_argument("--disable", metavar="KEY")
     destinations.add_argument("--json", action="store_true")
+
+    command("purge", "scrub buyer data older than storage.retention, keep delivery facts")
+    backup = command("backup", "copy the store, consistently, while it is in use")
+    backup.add_argument("path", metavar="PATH", help="the file to write (0600)")
+    backup.add_argument("--force", action="store_true", help="replace PATH if it exists")
     return parser
 
 
@@ -158,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    from relay.commands import history, operate
+    from relay.commands import history, maintain, operate
 
     if args.command == "check-config":
         return check_config(config)
@@ -173,6 +178,8 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         "replay": operate.replay,
         "send-test": operate.send_test,
         "destinations": operate.destinations,
+        "purge": maintain.purge,
+        "backup": maintain.backup,
     }
     return asyncio.run(handlers[args.command](config, args))
 

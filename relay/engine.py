@@ -22,6 +22,13 @@ from relay.dispatch import Dispatcher
 from relay.instance import WAKE_SIGNAL
 from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
 from relay.records import SERVE_LEASE_OWNER
+from relay.retention import (
+    PURGE_FIRST_DELAY_S,
+    PURGE_INTERVAL_S,
+    SERVE_ERASE_WAIT_MS,
+    purge,
+    run_daily,
+)
 from relay.store import Store
 from relay.store.backend import open_store
 from relay.supervisor import Supervisor, supervised
@@ -93,10 +100,15 @@ async def _store(config: Config, store: Store | None) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def running(
-    relay: Relay, *, wake_on_signal: bool = False, probe_interval_s: float = PROBE_INTERVAL_S
+    relay: Relay,
+    *,
+    wake_on_signal: bool = False,
+    probe_interval_s: float = PROBE_INTERVAL_S,
+    purge_first_delay_s: float = PURGE_FIRST_DELAY_S,
+    purge_interval_s: float = PURGE_INTERVAL_S,
 ) -> AsyncIterator[Relay]:
-    """Run the dispatcher and the write probe, each supervised; stopping drains the
-    attempts in flight.
+    """Run the dispatcher, the write probe and the daily purge, each supervised; stopping
+    drains the attempts in flight.
 
     With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
     process tells the server that due times changed, so the server never has to poll.
@@ -105,8 +117,22 @@ async def running(
     probe = Supervisor(
         "write probe", lambda: probe_writes(relay.store, relay.clock.now_ms, probe_interval_s)
     )
+    retention_s = relay.config.storage.retention_s
+    purger = Supervisor(
+        "purge",
+        lambda: run_daily(
+            lambda: purge(
+                relay.store,
+                relay.clock.now_ms(),
+                retention_s,
+                erase_wait_ms=SERVE_ERASE_WAIT_MS,
+            ),
+            first_delay_s=purge_first_delay_s,
+            interval_s=purge_interval_s,
+        ),
+    )
     relay.readiness.dispatcher = dispatcher
-    async with supervised(dispatcher), supervised(probe):
+    async with supervised(dispatcher), supervised(probe), supervised(purger):
         loop = asyncio.get_running_loop()
         if wake_on_signal:
             loop.add_signal_handler(WAKE_SIGNAL, relay.wake_dispatcher)

@@ -294,3 +294,38 @@ class WriteHealth:
 
     last_failure: str | None  # None: the last write to finish worked; else e.g. "disk full"
     stuck_for_s: float  # how long the oldest write still in progress has waited; 0 if none
+
+
+@dataclass(frozen=True)
+class ScrubCandidate:
+    """An event past retention that still holds buyer data and has nothing left to send."""
+
+    event_row_id: int
+    received_at_ms: int
+    hotmart_id: str
+    event_name: str
+    payload_json: str
+
+
+@dataclass(frozen=True)
+class ScrubbedEvent:
+    """An event's payload with the buyer and slip data taken out, ready to be written."""
+
+    event_row_id: int
+    payload_json: str
+
+
+@dataclass(frozen=True)
+class ScrubCounts:
+    events: int = 0
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class BackupFacts:
+    """What a backup copy holds, read back from the copy itself."""
+
+    events: int
+    deliveries: int
+    size_bytes: int
+    problems: tuple[str, ...]  # what `PRAGMA integrity_check` found; empty when sound

@@ -68,7 +68,11 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
             pass
     assert db.stat().st_mode & 0o777 == 0o600  # buyer data: the relay's user only
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,), (3,), (4,)]
+    # Each migration file once, in order, with no gap.
+    assert conn.execute("SELECT version FROM schema_version").fetchall() == [
+        (version,) for version, _ in load_migrations(SQL_DIR)
+    ]
+    assert [version for version, _ in load_migrations(SQL_DIR)] == [1, 2, 3, 4, 5]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 

@@ -70,7 +70,10 @@ def _print_queued(queued: Queued) -> None:
         if refused in queued.in_flight:
             print(f"delivery {refused} is being sent right now; try again in a moment")
         else:
-            print(f"delivery {refused}: not replayable (unknown, ignored, skipped or superseded)")
+            print(
+                f"delivery {refused}: not replayable (unknown, ignored, skipped or superseded, "
+                "or its buyer data was purged past storage.retention)"
+            )
 
 
 async def send_test(config: Config, args: argparse.Namespace) -> int:

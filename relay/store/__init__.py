@@ -27,12 +27,14 @@ What every backend guarantees:
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
+    BackupFacts,
     Claim,
     DeliveryDetail,
     DeliveryRow,
@@ -46,6 +48,9 @@ from relay.records import (
     Regrant,
     RegrantResult,
     Replacement,
+    ScrubbedEvent,
+    ScrubCandidate,
+    ScrubCounts,
     WithheldRow,
     WriteHealth,
 )
@@ -205,3 +210,30 @@ class Store(Protocol):
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...
+
+    # -- retention and backup (issue 8) ---------------------------------------------
+
+    async def scrub_candidates(
+        self, received_before_ms: int, after: tuple[int, int], limit: int
+    ) -> list[ScrubCandidate]:
+        """Up to `limit` events received before `received_before_ms` that still hold buyer
+        data and have no pending delivery, in (received_at_ms, row id) order after `after`."""
+        ...
+
+    async def scrub(self, events: Sequence[ScrubbedEvent], now_ms: int) -> ScrubCounts:
+        """In one transaction: give each event its scrubbed payload, mark it scrubbed, and
+        empty what its attempts sent and received (payload, response excerpt, headers).
+        An event scrubbed already, or with a delivery pending again, is left alone."""
+        ...
+
+    async def erase_overwritten(self, wait_ms: int) -> bool:
+        """Make what `scrub` overwrote unreadable in the store's files too, not only in its
+        rows, waiting at most `wait_ms` for other processes' reads and writes; False if
+        that could not be finished now (try again later)."""
+        ...
+
+    async def backup(self, target: Path) -> BackupFacts:
+        """Copy the store into `target`, an existing empty file, as of one moment: every
+        transaction committed before it and none after, while writers carry on. The copy
+        stands alone (one file) and is checked; `BackupFacts.problems` says what is wrong."""
+        ...

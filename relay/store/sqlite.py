@@ -30,6 +30,7 @@ from relay.records import (
     AttemptRecord,
     AttemptResolution,
     AttemptRow,
+    BackupFacts,
     Claim,
     DeliveryDetail,
     DeliveryRow,
@@ -43,10 +44,14 @@ from relay.records import (
     Regrant,
     RegrantResult,
     Replacement,
+    ScrubbedEvent,
+    ScrubCandidate,
+    ScrubCounts,
     WithheldRow,
     WriteHealth,
 )
 from relay.store import StoreRejected, StoreUnavailable
+from relay.store import sqlite_maintenance as maintenance
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
@@ -376,3 +381,35 @@ class SqliteStore:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: named_rows(c, "count_by_status"))
         return {row["status"]: row["deliveries"] for row in rows}
+
+    # -- retention and backup -------------------------------------------------------
+
+    async def scrub_candidates(
+        self, received_before_ms: int, after: tuple[int, int], limit: int
+    ) -> list[ScrubCandidate]:
+        return await self.run(
+            lambda c: maintenance.scrub_candidates(c, received_before_ms, after, limit)
+        )
+
+    async def scrub(self, events: Sequence[ScrubbedEvent], now_ms: int) -> ScrubCounts:
+        return await self.transaction(lambda c: maintenance.scrub(c, events, now_ms))
+
+    async def erase_overwritten(self, wait_ms: int) -> bool:
+        busy_timeout_ms = int(self._busy_timeout_s * 1000)
+        try:
+            return await self.run(
+                lambda c: maintenance.truncate_wal(c, wait_ms, restore_ms=busy_timeout_ms)
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    async def backup(self, target: Path) -> BackupFacts:
+        copy = await asyncio.to_thread(maintenance.open_copy, target)
+        try:
+            # pages=0: the whole database in one step, under one read snapshot, so the copy
+            # is a moment of the store. In WAL mode that reader holds up no writer; a copy
+            # made in steps would start over at every write another process commits.
+            await self._conn.backup(copy, pages=0)
+        finally:
+            await asyncio.to_thread(copy.close)
+        return await asyncio.to_thread(maintenance.finish_copy, target)

@@ -122,6 +122,7 @@ def prepare(conn: sqlite3.Connection, busy_timeout_ms: int, migrations: Path) ->
     conn.execute(C["busy_timeout"].format(ms=int(busy_timeout_ms)))
     conn.execute(C["journal_mode"])
     conn.execute(C["foreign_keys"])
+    conn.execute(C["secure_delete"])
     conn.execute(C["schema_version_table"])
     (current,) = conn.execute(C["schema_version"]).fetchone()
     for version, script in load_migrations(migrations):

@@ -11,6 +11,12 @@ PRAGMA journal_mode = WAL;
 -- name: foreign_keys
 PRAGMA foreign_keys = ON;
 
+-- name: secure_delete
+-- Zero what SQLite frees (a rewritten row's old bytes, freed pages) instead of leaving it
+-- on disk: a purge must leave no copy of the buyer data it scrubbed. Freed space is rare
+-- here (rows are inserted, and rewritten only by status updates and purge).
+PRAGMA secure_delete = ON;
+
 -- name: schema_version_table
 CREATE TABLE IF NOT EXISTS schema_version (
     version       INTEGER PRIMARY KEY,

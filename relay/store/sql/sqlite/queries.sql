@@ -198,13 +198,16 @@ FROM attempts WHERE delivery_id = :id ORDER BY attempt_no, id;
 
 -- name: requeue
 -- A replay starts a fresh retry schedule; attempt numbers keep counting. A row in flight
--- (its lease live) is refused: its holder is sending it right now.
+-- (its lease live) is refused: its holder is sending it right now. So is a row whose
+-- event was purged: it no longer holds the buyer and slip data a send needs.
 UPDATE deliveries
 SET status = 'pending', next_attempt_at_ms = :now_ms, lease_until_ms = NULL,
     lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms,
     replayed_after = attempts
 WHERE id IN (SELECT value FROM json_each(:ids))
   AND destination_key IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = deliveries.event_id
+                  AND e.scrubbed_at_ms IS NOT NULL)
   AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
   AND (status IN ('failed', 'delivered', 'pending')
        -- only a runtime disabling is undone by replay; decide's skips stay skipped
@@ -233,8 +236,11 @@ ON CONFLICT (id) DO UPDATE SET written_at_ms = excluded.written_at_ms;
 SELECT id FROM deliveries WHERE event_id = :event_id ORDER BY id;
 
 -- name: failed_since
+-- Failures that can still be replayed: not those whose event was purged (see requeue).
 SELECT id FROM deliveries
 WHERE status = 'failed' AND (:since_ms IS NULL OR created_at_ms >= :since_ms)
+  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = deliveries.event_id
+                  AND e.scrubbed_at_ms IS NOT NULL)
 ORDER BY id;
 
 -- name: count_by_status
@@ -324,3 +330,31 @@ RETURNING id;
 -- name: supersede
 UPDATE deliveries SET status = 'superseded', reason = :reason, updated_at_ms = :now_ms
 WHERE id = :id AND status = 'withheld';
+
+-- name: scrub_candidates
+-- Events received before :before_ms that still hold buyer data and have no delivery left
+-- to send, in (received_at_ms, id) order after the last one seen: an event kept back by a
+-- pending delivery is passed over, and the next batch starts after it. The relay's own
+-- events (source 'relay': producer alerts) hold no buyer data, and their payload is not a
+-- Hotmart event: they are never scrubbed.
+SELECT e.id, e.received_at_ms, e.hotmart_id, e.event_name, e.payload_json
+FROM events e INDEXED BY events_unscrubbed
+WHERE e.scrubbed_at_ms IS NULL AND e.received_at_ms < :before_ms AND e.source != 'relay'
+  AND (e.received_at_ms, e.id) > (:after_ms, :after_id)
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = 'pending')
+ORDER BY e.received_at_ms, e.id
+LIMIT :limit;
+
+-- name: scrub_event
+-- Checked again here, in the writing transaction: a replay may have queued one of its
+-- deliveries since the candidates were read, and that delivery needs the data.
+UPDATE events SET payload_json = :payload_json, scrubbed_at_ms = :now_ms
+WHERE id = :id AND scrubbed_at_ms IS NULL
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id
+                  AND d.status = 'pending');
+
+-- name: scrub_attempts_of_event
+-- What was sent, and what came back (a receiver may echo the payload, in its body or its
+-- headers). Outcome, status code, latency, times and the reason stay.
+UPDATE attempts SET request_payload = '', response_excerpt = '', response_headers = '{}'
+WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = :id);
