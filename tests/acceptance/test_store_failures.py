@@ -184,6 +184,47 @@ def test_a_store_locked_by_another_process_answers_503_and_recovers(
 
 
 @contextlib.contextmanager
+def immutable(*paths: Path) -> Iterator[None]:
+    """The files refuse every write, even root's (the immutable attribute), until the end
+    of the block. The -shm file is left alone: SQLite maps it, and a mapping that cannot
+    be written kills the process rather than failing a write."""
+    made = _run("chattr", "+i", *map(str, paths))
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not permitted here: {made.stderr.strip()}")
+    try:
+        yield
+    finally:
+        _run("chattr", "-i", *map(str, paths))
+
+
+def test_a_store_file_made_read_only_answers_503_and_recovers_by_itself(
+    tmp_path: Path, sink: Sink, figures: Figures
+) -> None:
+    """The database and its WAL refuse writes under the running relay (root ignores file
+    modes, not the immutable attribute); once they take writes again, so does the relay,
+    with no restart."""
+    relay = store_relay(tmp_path, tmp_path, sink)
+    with running(relay):
+        before = accept_and_deliver(relay, 3)
+        wal = relay.db_path.with_name(relay.db_path.name + "-wal")
+        with immutable(relay.db_path, wal):
+            refused = refused_while_broken(relay, figures, "read-only file")
+            wait_for(
+                lambda: _readiness(relay) == {"/healthz": 503, "/readyz": 503},
+                timeout_s=SETTLE_S,
+                what="readiness 503 while the file is read-only",
+            )
+        resent_until_accepted(relay, refused)
+        received = all_delivered(relay, sink, before + refused, f"/hook/{tmp_path.name}")
+        assert set(received.values()) == {1}
+        wait_for(
+            lambda: _readiness(relay) == {"/healthz": 200, "/readyz": 200},
+            timeout_s=SETTLE_S,
+            what="ready again by itself",
+        )
+
+
+@contextlib.contextmanager
 def ext4_image(path: Path, mountpoint: Path) -> Iterator[tuple[Path, str]]:
     """A small ext4 file system that the kernel makes read-only at its first error."""
     with path.open("wb") as image:
