@@ -289,6 +289,15 @@ class DeliveryDetail:
 
 
 @dataclass(frozen=True)
+class QueueGauges:
+    """What a metrics scrape reads from the store: the backlog and disabled destinations."""
+
+    pending: int  # deliveries pending: due, in flight or scheduled for a retry
+    earliest_due_at_ms: int | None  # when the pending row due earliest fell (or falls) due
+    destinations_disabled: int
+
+
+@dataclass(frozen=True)
 class WriteHealth:
     """What readiness knows of the store's writes, read from state without waiting on it."""
 

@@ -45,6 +45,7 @@ from relay.records import (
     IngestResult,
     NewAlert,
     NewEvent,
+    QueueGauges,
     Regrant,
     RegrantResult,
     Replacement,
@@ -210,6 +211,12 @@ class Store(Protocol):
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...
+
+    async def queue_gauges(self) -> QueueGauges:
+        """The backlog's size and head, and how many destinations are disabled, for a
+        metrics scrape: reads only, each through an index (or a table of destinations),
+        so their cost does not grow with history; only the count grows with the backlog."""
+        ...
 
     # -- retention and backup (issue 8) ---------------------------------------------
 

@@ -41,6 +41,7 @@ from relay.records import (
     IngestResult,
     NewAlert,
     NewEvent,
+    QueueGauges,
     Regrant,
     RegrantResult,
     Replacement,
@@ -381,6 +382,15 @@ class SqliteStore:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: named_rows(c, "count_by_status"))
         return {row["status"]: row["deliveries"] for row in rows}
+
+    async def queue_gauges(self) -> QueueGauges:
+        def work(conn: sqlite3.Connection) -> QueueGauges:
+            (pending,) = conn.execute(Q["pending_count"]).fetchone()
+            (earliest_due_at_ms,) = conn.execute(Q["earliest_due"]).fetchone()
+            (disabled,) = conn.execute(Q["destinations_disabled"]).fetchone()
+            return QueueGauges(pending, earliest_due_at_ms, disabled)
+
+        return await self.run(work)
 
     # -- retention and backup -------------------------------------------------------
 
