@@ -92,6 +92,7 @@ async def open_relay(
             lease_s=bounds.lease_s,
             owner=owner,
             sleeper=sleeper,
+            metrics=metrics,
         )
         try:
             yield Relay(config, opened, dispatcher, Readiness(opened), clock, metrics, wakeup)

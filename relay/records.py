@@ -177,6 +177,8 @@ class Claim:
     deliveries: list[ClaimedDelivery]
     next_due_at_ms: int | None
     unreadable: list[UnreadableRow] = field(default_factory=list)
+    # The channel of each due row skipped because its destination is disabled.
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from relay.config import ConfigError, parse_config
 from relay.hotmart import KNOWN_EVENTS
 from relay.metrics import DEFAULT_ATTEMPT_BUCKETS_S, Metrics, attempt_buckets_s, bearer_matches
-from relay.records import Channel
+from relay.records import Channel, QueueGauges
 from tests.acceptance.buyer_data import buyer_values
 from tests.conftest import (
     FIXTURES,
@@ -93,7 +93,6 @@ async def test_counters_move_by_exactly_what_was_posted(
     relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
 ) -> None:
     client = await relay_client(build_config(config_dict, tmp_path))
-    store = relay_of(client).store
     before = await scrape(client)
 
     oxxo = fixture_json("billet_printed_oxxo.json")
@@ -106,7 +105,8 @@ async def test_counters_move_by_exactly_what_was_posted(
     denied["data"]["affiliates"] = [{"affiliate_code": "P0000000NP", "name": "Denied"}]
     assert (await post(client, denied)).status == 200  # accepted, and withheld
     assert (await post(client, oxxo, token="not-the-hottok")).status == 401
-    await wait_until(lambda: _delivered(store))
+    # The counter moves once the outcome is stored: wait for it, then compare everything.
+    await wait_until(lambda: shows(client, "relay_deliveries_total", 1, **EMAIL_DELIVERED))
 
     after = await scrape(client)
     events, slip = "relay_events_total", "PURCHASE_BILLET_PRINTED"
@@ -126,6 +126,13 @@ async def test_counters_move_by_exactly_what_was_posted(
     assert value(after, "relay_ingest_duration_seconds_bucket", le="+Inf") == 5
 
 
+EMAIL_DELIVERED = {"channel": "email", "status": "delivered"}
+
+
+async def shows(client: Any, name: str, expected: float, **labels: str) -> bool:
+    return value(await scrape(client), name, **labels) == expected
+
+
 async def _delivered(store: Any) -> bool:
     return (await store.count_by_status()).get("delivered") == 1
 
@@ -138,7 +145,8 @@ async def test_an_attempt_against_a_sink_moves_the_histogram_and_the_delivered_c
     client = await relay_client(build_config(raw, tmp_path))
     assert (await post(client, fixture_json("billet_printed_oxxo.json"))).status == 200
     await wait_until(lambda: len(sink.at("/lucia")) == 2)
-    await wait_until(lambda: _delivered(relay_of(client).store))
+    delivered = {"channel": "webhook", "status": "delivered"}
+    await wait_until(lambda: shows(client, "relay_deliveries_total", 1, **delivered))
 
     after = await scrape(client)
     webhook = {"channel": "webhook"}
@@ -152,6 +160,19 @@ async def test_an_attempt_against_a_sink_moves_the_histogram_and_the_delivered_c
     edges = {dict(k[1])["le"] for k in after if k[0] == "relay_attempt_duration_seconds_bucket"}
     assert {"0.005", "1.0", "2.0", "9.0", "+Inf"} <= edges
     assert "2.5" not in edges
+
+
+async def test_a_delivery_the_claim_skips_for_a_disabled_destination_is_counted(
+    relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    client = await relay_client(build_config(config_dict, tmp_path))
+    store = relay_of(client).store
+    await store.set_destination_enabled(key_of(config_dict, "K12345678M"), False, "by hand", 1)
+    assert (await post(client, fixture_json("billet_printed_oxxo.json"))).status == 200
+    skipped = {"channel": "email", "status": "skipped"}
+    await wait_until(lambda: shows(client, "relay_deliveries_total", 1, **skipped))
+    assert (await store.count_by_status()) == {"skipped": 1}
+    assert value(await scrape(client), "relay_deliveries_total", **skipped) == 1  # once
 
 
 async def test_gauges_read_pending_and_disabled_rows_from_the_store(
@@ -170,26 +191,28 @@ async def test_gauges_read_pending_and_disabled_rows_from_the_store(
     clock = ManualClock()
     client = await aiohttp_client(init_app(build_config(raw, tmp_path), clock=clock))
     store = relay_of(client).store
-    first = await scrape(client)
-    assert value(first, "relay_queue_depth") == 0
-    assert value(first, "relay_oldest_pending_age_seconds") == 0
-    assert value(first, "relay_destinations_disabled") == 0
-    assert value(first, "relay_store_gauges_age_seconds") == 0
+    await wait_until(lambda: gauges_are(client, depth=0, age_s=0, disabled=0))
 
     assert (await post(client, fixture_json("billet_printed_oxxo.json"))).status == 200
     await wait_until(lambda: sink.at("/lucia"))  # in flight: pending, and held at the sink
     clock.now += 7_000
     await store.set_destination_enabled(key_of(raw, "P98765432X"), False, "by hand", clock.now)
-    held_back = await scrape(client)
-    assert value(held_back, "relay_queue_depth") == 1
-    assert value(held_back, "relay_oldest_pending_age_seconds") == 7.0
-    assert value(held_back, "relay_destinations_disabled") == 1
+    await wait_until(lambda: gauges_are(client, depth=1, age_s=7.0, disabled=1))
 
     gate.set()
     await wait_until(lambda: _delivered(store))
-    settled = await scrape(client)
-    assert value(settled, "relay_queue_depth") == 0
-    assert value(settled, "relay_oldest_pending_age_seconds") == 0
+    await wait_until(lambda: gauges_are(client, depth=0, age_s=0, disabled=1))
+
+
+async def gauges_are(client: Any, *, depth: int, age_s: float, disabled: int) -> bool:
+    """The store's gauges as a scrape shows them, read for it (a busy machine's store may
+    answer one scrape late: the caller polls)."""
+    samples = await scrape(client)
+    return value(samples, "relay_store_gauges_age_seconds") == 0 and (
+        value(samples, "relay_queue_depth"),
+        value(samples, "relay_oldest_pending_age_seconds"),
+        value(samples, "relay_destinations_disabled"),
+    ) == (depth, age_s, disabled)
 
 
 async def test_a_locked_store_never_holds_a_scrape_it_serves_the_last_gauges_and_their_age(
@@ -202,29 +225,27 @@ async def test_a_locked_store_never_holds_a_scrape_it_serves_the_last_gauges_and
     clock = ManualClock()
     client = await aiohttp_client(init_app(build_config(config_dict, tmp_path), clock=clock))
     store = relay_of(client).store
-    assert value(await scrape(client), "relay_store_gauges_age_seconds") == 0
+    await wait_until(lambda: gauges_are(client, depth=0, age_s=0, disabled=0))
 
     locker = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
-    locker.execute("BEGIN IMMEDIATE")  # another process's write: the store's thread waits
+    locker.execute("BEGIN IMMEDIATE")  # another process's write: the store's writes wait
     try:
-        ingest = asyncio.create_task(post(client, fixture_json("billet_printed_oxxo.json")))
-        await wait_until(lambda: store.write_health().stuck_for_s > 0)
+        # A write now waits on that lock on the store's one thread; its first step queues
+        # it there, so the scrape's read is queued behind it.
+        blocked = asyncio.create_task(store.probe_write(clock.now))
+        await asyncio.sleep(0)
         clock.now += 4_000
         with caplog.at_level(logging.WARNING, logger="relay.metrics"):
             stale = await scrape(client)
-        assert not ingest.done(), "the scrape answered while the store was still locked"
+        assert not blocked.done(), "the scrape answered while the store was still locked"
     finally:
         locker.rollback()
         locker.close()
     assert value(stale, "relay_store_gauges_age_seconds") == 4.0
     assert value(stale, "relay_queue_depth") == 0  # the last value read, not a made-up one
     assert "serving its last gauges" in caplog.text
-    assert (await ingest).status == 200
-
-    fresh = await scrape(client)
-    assert value(fresh, "relay_store_gauges_age_seconds") == 0
-    counts = await store.count_by_status()
-    assert counts.get("pending", 0) + counts.get("delivered", 0) == 1  # stored once, after all
+    await blocked
+    await wait_until(lambda: gauges_are(client, depth=0, age_s=0, disabled=0))
 
 
 @pytest.mark.parametrize(
@@ -349,6 +370,40 @@ async def test_a_value_on_a_bound_counts_in_that_bucket() -> None:
     assert 'relay_attempt_duration_seconds_bucket{channel="webhook",le="+Inf"} 4.0' in text
     assert "relay_store_gauges_age_seconds +Inf" in text
     assert "relay_queue_depth" not in text
+
+
+async def test_a_slow_store_gets_one_read_at_a_time_and_closing_cancels_it() -> None:
+    clock = ManualClock()
+    metrics = Metrics(clock, gauge_timeout_s=0.01)
+    gate, reads = asyncio.Event(), []
+
+    async def read() -> QueueGauges:
+        reads.append(clock.now)
+        await gate.wait()
+        return QueueGauges(pending=3, earliest_due_at_ms=clock.now - 2_000, destinations_disabled=1)
+
+    stale = await asyncio.gather(*(metrics.exposition(read, "") for _ in range(3)))
+    stale.append(await metrics.exposition(read, ""))
+    assert len(reads) == 1, "scrapes behind a stuck store wait on its one read"
+    assert all(b"relay_queue_depth" not in body for body, _ in stale)
+
+    gate.set()
+
+    async def landed() -> bool:
+        body, _ = await metrics.exposition(read, "")
+        return b"relay_queue_depth 3.0" in body and b"oldest_pending_age_seconds 2.0" in body
+
+    await wait_until(landed)
+
+    gate.clear()
+    reads.clear()
+    await metrics.exposition(read, "")  # a read stuck again...
+    metrics.close()  # ...is cancelled when the relay closes
+    for _ in range(3):
+        await asyncio.sleep(0)
+    await metrics.exposition(read, "")
+    assert len(reads) == 2, "the cancelled read no longer stands in the way of a new one"
+    metrics.close()
 
 
 async def _fails() -> Any:

@@ -103,8 +103,9 @@ class Store(Protocol):
         again, even past their lease, and take their destination's slots first, so a
         destination they fill is left out entirely. Before claiming, due rows of a
         disabled destination (not alerts, which are about it) are skipped with the
-        reason. Rows that cannot be read are failed here, with the reason, and listed
-        in `Claim.unreadable`, so one bad row never stops a claim.
+        reason, and their channels listed in `Claim.skipped`. Rows that cannot be read
+        are failed here, with the reason, and listed in `Claim.unreadable`, so one bad
+        row never stops a claim.
 
         Postgres: the candidate rows are read `FOR UPDATE SKIP LOCKED`, ordered by due
         time, and leased in the same statement; the per-destination cap counts the

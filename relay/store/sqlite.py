@@ -199,7 +199,7 @@ class SqliteStore:
         }
 
         def work(conn: sqlite3.Connection) -> Claim:
-            conn.execute(Q["skip_disabled_due"], params)
+            skipped = [row[0] for row in conn.execute(Q["skip_disabled_due"], params)]
             ids = [row[0] for row in conn.execute(Q["claim_due"], params)]
             deliveries, unreadable = read_claimed(conn, ids, now_ms) if ids else ([], [])
             if only_ids is None:
@@ -207,7 +207,7 @@ class SqliteStore:
             else:
                 next_due = conn.execute(Q["next_due_of_ids"], {"ids": params["only_ids"]})
                 next_due = next_due.fetchone()[0]
-            return Claim(deliveries, next_due, unreadable)
+            return Claim(deliveries, next_due, unreadable, skipped)
 
         return await self.transaction(work, durable=False)
 

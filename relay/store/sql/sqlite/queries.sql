@@ -31,7 +31,8 @@ SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_
 WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms AND kind != 'alert'
   AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
   AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
-  AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0);
+  AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0)
+RETURNING channel;
 
 -- name: claim_due
 -- Lease due rows, oldest first, but never more per destination than it has free slots.
