@@ -1,5 +1,6 @@
-"""Prometheus metrics of one running relay: what ingest and attempts count, what the store
-holds when scraped, and the exposition at `GET /metrics`.
+"""Prometheus metrics of one running relay: what ingest, claims and attempts count, what
+the store holds when scraped, and the exposition that `GET /metrics` (relay.app, behind
+`admin.metrics_token` when set) answers with.
 
 Counts are plain integers kept on the event loop, the only place that records them, and
 `prometheus_client` turns them into the exposition when scraped (a collector of its
@@ -40,7 +41,7 @@ log = logging.getLogger("relay.metrics")
 Counts = dict[tuple[str, ...], int]  # a counter's value per label values
 
 OTHER_EVENT = "other"  # an event name Hotmart does not document: never a label of its own
-NO_CHANNEL = "none"  # a row with no destination (no affiliate, or none configured)
+NO_CHANNEL = "none"  # a row with no destination (no affiliate, none configured), or unreadable
 # The refusals ingest answers: each has its own series from the start, at 0.
 INGEST_REJECTIONS = (400, 401, 408, 413, 415, 503)
 # An attempt takes milliseconds on a local receiver and up to the delivery timeout (then
