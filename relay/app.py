@@ -12,6 +12,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.engine import open_relay, running
 from relay.ingest import handle_hotmart_post
+from relay.metrics import bearer_matches
 from relay.readiness import PROBE_INTERVAL_S
 
 
@@ -46,6 +47,7 @@ def init_app(
     app.router.add_get("/livez", handle_livez)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/healthz", handle_readyz)  # the name older setups probe
+    app.router.add_get("/metrics", handle_metrics)
     return app
 
 
@@ -76,3 +78,19 @@ async def handle_readyz(request: web.Request) -> web.Response:
     """Can this relay accept and deliver? From state only: it never waits on the store."""
     ready, body = request.app[RELAY].readiness.report()
     return web.json_response(body, status=200 if ready else 503)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition; behind `admin.metrics_token` when one is set."""
+    relay = request.app[RELAY]
+    token = relay.config.admin.metrics_token
+    if token is not None and not bearer_matches(request.headers.get("Authorization"), token):
+        return web.json_response(
+            {"error": "unauthorized", "details": ["send Authorization: Bearer <metrics_token>"]},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="relay metrics"'},
+        )
+    body, content_type = await relay.metrics.exposition(
+        relay.store.queue_gauges, request.headers.get("Accept", "")
+    )
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -34,6 +34,7 @@ from relay.clock import Clock
 from relay.config import Config, WebhookDestination
 from relay.hotmart import Event
 from relay.messages import EmailMessageSpec, Outgoing, Sender, WebhookMessage
+from relay.metrics import Metrics
 from relay.outcomes import (
     AttemptReport,
     DeliveryError,
@@ -72,6 +73,7 @@ class AttemptRunner:
         *,
         budget_s: float,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._config = config
         self._store = store
@@ -80,6 +82,7 @@ class AttemptRunner:
         self._clock = clock
         self._budget_s = budget_s
         self._rng = rng or random.Random()
+        self._metrics = metrics or Metrics(clock)
 
     async def attempt(self, delivery: ClaimedDelivery) -> DeliveryStatus | None:
         """Make one attempt within the budget and record it; return where the delivery
@@ -88,10 +91,17 @@ class AttemptRunner:
         A bug of ours counts as a failed attempt, so its retries stay bounded by the
         schedule instead of looping on lease expiry.
         """
+        status = await self._attempt_and_record(delivery)
+        if status is not None:
+            self._metrics.delivery_settled(delivery.channel, outcome_word(status))
+        return status
+
+    async def _attempt_and_record(self, delivery: ClaimedDelivery) -> DeliveryStatus | None:
         try:
             result = await self._bounded(delivery)
             if isinstance(result, Unsent):
                 return await self._finish_unsent(delivery, result)
+            self._metrics.attempt_made(delivery.channel, result.latency_ms / 1000)
             return await self._record(delivery, result)
         except StoreRejected as exc:
             # The store marked the row failed with the reason: it will not come back.

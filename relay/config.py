@@ -85,6 +85,8 @@ class StorageConfig(_Model):
 
 class AdminConfig(_Model):
     token: str | None = None
+    # Set: GET /metrics wants `Authorization: Bearer <it>`. Unset: open (no buyer data in it).
+    metrics_token: str | None = Field(None, min_length=1)
 
 
 class DeliveryConfig(_Model):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from relay.attempt import AttemptRunner
 from relay.clock import Clock, Sleeper, wait_for_event
 from relay.config import DeliveryConfig
+from relay.metrics import Metrics
 from relay.records import SERVE_LEASE_OWNER, ClaimedDelivery, DeliveryStatus
 from relay.store import Store, StoreUnavailable
 
@@ -48,6 +49,7 @@ class Dispatcher:
         lease_s: float,
         owner: str = SERVE_LEASE_OWNER,
         sleeper: Sleeper = wait_for_event,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._runner = runner
@@ -57,6 +59,7 @@ class Dispatcher:
         self._lease_s = lease_s  # from AttemptBounds: longer than any attempt holding it
         self._owner = owner
         self._sleeper = sleeper  # waits on `wakeup`; a unit test's never waits real time
+        self._metrics = metrics or Metrics(clock)
         self._stopping = False
         self._leases_released = False
         self._in_flight: dict[int, asyncio.Task[DeliveryStatus | None]] = {}
@@ -161,6 +164,9 @@ class Dispatcher:
         )
         for unreadable in claim.unreadable:
             log.error("delivery %d failed without an attempt: %s", unreadable.id, unreadable.reason)
+            self._metrics.delivery_settled(None, DeliveryStatus.FAILED.value)  # channel unknown
+        for channel in claim.skipped:
+            self._metrics.delivery_settled(channel, DeliveryStatus.SKIPPED.value)
         if self._stopping and claim.deliveries:
             # drain() began while this claim was in the store, and it waits only for what
             # was in flight then: an attempt started now could reach the receiver and be

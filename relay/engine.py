@@ -20,6 +20,7 @@ from relay.clock import Clock, Sleeper, SystemClock, wait_for_event
 from relay.config import Config
 from relay.dispatch import Dispatcher
 from relay.instance import WAKE_SIGNAL
+from relay.metrics import Metrics, attempt_buckets_s
 from relay.readiness import PROBE_INTERVAL_S, Readiness, probe_writes
 from relay.records import SERVE_LEASE_OWNER
 from relay.retention import (
@@ -42,6 +43,7 @@ class Relay:
     dispatcher: Dispatcher
     readiness: Readiness
     clock: Clock
+    metrics: Metrics
     # Set when something is due (a commit in ingest, a finished attempt); the dispatcher
     # waits on it.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,7 +77,12 @@ async def open_relay(
     async with _store(config, store) as opened, open_channels(config) as channels:
         wakeup = asyncio.Event()
         templates = TemplateSet(config)  # one Jinja environment per override folder
-        runner = AttemptRunner(config, opened, channels, templates, clock, budget_s=bounds.budget_s)
+        metrics = Metrics(
+            clock, attempt_bounds_s=attempt_buckets_s(config.delivery.timeout_s, bounds.budget_s)
+        )
+        runner = AttemptRunner(
+            config, opened, channels, templates, clock, budget_s=bounds.budget_s, metrics=metrics
+        )
         dispatcher = Dispatcher(
             opened,
             runner,
@@ -85,8 +92,12 @@ async def open_relay(
             lease_s=bounds.lease_s,
             owner=owner,
             sleeper=sleeper,
+            metrics=metrics,
         )
-        yield Relay(config, opened, dispatcher, Readiness(opened), clock, wakeup)
+        try:
+            yield Relay(config, opened, dispatcher, Readiness(opened), clock, metrics, wakeup)
+        finally:
+            metrics.close()  # before the store closes under a scrape's read
 
 
 @asynccontextmanager

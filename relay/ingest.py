@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -35,6 +36,14 @@ _DECISIONS_LOGGED = 10  # one line per event stays readable even if Hotmart list
 
 async def handle_hotmart_post(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
+    started = time.perf_counter()
+    try:
+        return await _ingest(request, relay)
+    finally:
+        relay.metrics.ingest_took(time.perf_counter() - started)
+
+
+async def _ingest(request: web.Request, relay: Relay) -> web.Response:
     try:
         producer, event = await _authenticate_and_parse(request, relay.config)
     except _Rejected as rejection:
@@ -42,6 +51,7 @@ async def handle_hotmart_post(request: web.Request) -> web.Response:
         log.warning(
             "rejected %d from %s: %s", rejection.status, request.remote or "?", rejection.summary
         )
+        relay.metrics.ingest_rejected(rejection.status)
         return rejection.response()
     return await _commit(relay, producer, event)
 
@@ -125,9 +135,11 @@ async def _commit(relay: Relay, producer: ProducerConfig, event: Event) -> web.R
         result = await relay.store.ingest(new, relay.clock.now_ms())
     except (StoreUnavailable, RuntimeError) as exc:
         log.error("store cannot commit event %s of %s: %s", event.id, producer.id, exc)
+        relay.metrics.ingest_rejected(503)
         return _Rejected(503, "store unavailable", "not stored; send again").response()
     if result.deliveries:
         relay.wake_dispatcher()
+    relay.metrics.event_ingested(producer.id, event.event, result.status, new.deliveries)
     log.info(
         "event %s %s from %s: %s",
         event.id,

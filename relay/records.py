@@ -177,6 +177,8 @@ class Claim:
     deliveries: list[ClaimedDelivery]
     next_due_at_ms: int | None
     unreadable: list[UnreadableRow] = field(default_factory=list)
+    # The channel of each due row skipped because its destination is disabled.
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,15 @@ class DeliveryDetail:
     delivery: DeliveryRow
     event_payload_json: str
     attempts: list[AttemptRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class QueueGauges:
+    """What a metrics scrape reads from the store: the backlog and disabled destinations."""
+
+    pending: int  # deliveries pending: due, in flight or scheduled for a retry
+    earliest_due_at_ms: int | None  # when the pending row due earliest fell (or falls) due
+    destinations_disabled: int
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from relay.records import (
     IngestResult,
     NewAlert,
     NewEvent,
+    QueueGauges,
     Regrant,
     RegrantResult,
     Replacement,
@@ -102,8 +103,9 @@ class Store(Protocol):
         again, even past their lease, and take their destination's slots first, so a
         destination they fill is left out entirely. Before claiming, due rows of a
         disabled destination (not alerts, which are about it) are skipped with the
-        reason. Rows that cannot be read are failed here, with the reason, and listed
-        in `Claim.unreadable`, so one bad row never stops a claim.
+        reason, and their channels listed in `Claim.skipped`. Rows that cannot be read
+        are failed here, with the reason, and listed in `Claim.unreadable`, so one bad
+        row never stops a claim.
 
         Postgres: the candidate rows are read `FOR UPDATE SKIP LOCKED`, ordered by due
         time, and leased in the same statement; the per-destination cap counts the
@@ -210,6 +212,12 @@ class Store(Protocol):
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...
+
+    async def queue_gauges(self) -> QueueGauges:
+        """The backlog's size and head, and how many destinations are disabled, for a
+        metrics scrape: reads only, each through an index (or a table of destinations),
+        so their cost does not grow with history; only the count grows with the backlog."""
+        ...
 
     # -- retention and backup (issue 8) ---------------------------------------------
 

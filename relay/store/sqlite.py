@@ -41,6 +41,7 @@ from relay.records import (
     IngestResult,
     NewAlert,
     NewEvent,
+    QueueGauges,
     Regrant,
     RegrantResult,
     Replacement,
@@ -198,7 +199,7 @@ class SqliteStore:
         }
 
         def work(conn: sqlite3.Connection) -> Claim:
-            conn.execute(Q["skip_disabled_due"], params)
+            skipped = [row[0] for row in conn.execute(Q["skip_disabled_due"], params)]
             ids = [row[0] for row in conn.execute(Q["claim_due"], params)]
             deliveries, unreadable = read_claimed(conn, ids, now_ms) if ids else ([], [])
             if only_ids is None:
@@ -206,7 +207,7 @@ class SqliteStore:
             else:
                 next_due = conn.execute(Q["next_due_of_ids"], {"ids": params["only_ids"]})
                 next_due = next_due.fetchone()[0]
-            return Claim(deliveries, next_due, unreadable)
+            return Claim(deliveries, next_due, unreadable, skipped)
 
         return await self.transaction(work, durable=False)
 
@@ -381,6 +382,15 @@ class SqliteStore:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self.run(lambda c: named_rows(c, "count_by_status"))
         return {row["status"]: row["deliveries"] for row in rows}
+
+    async def queue_gauges(self) -> QueueGauges:
+        def work(conn: sqlite3.Connection) -> QueueGauges:
+            (pending,) = conn.execute(Q["pending_count"]).fetchone()
+            (earliest_due_at_ms,) = conn.execute(Q["earliest_due"]).fetchone()
+            (disabled,) = conn.execute(Q["destinations_disabled"]).fetchone()
+            return QueueGauges(pending, earliest_due_at_ms, disabled)
+
+        return await self.run(work)
 
     # -- retention and backup -------------------------------------------------------
 

@@ -31,7 +31,8 @@ SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_
 WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms AND kind != 'alert'
   AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
   AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
-  AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0);
+  AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0)
+RETURNING channel;
 
 -- name: claim_due
 -- Lease due rows, oldest first, but never more per destination than it has free slots.
@@ -245,6 +246,22 @@ ORDER BY id;
 
 -- name: count_by_status
 SELECT status, COUNT(*) AS deliveries FROM deliveries GROUP BY status;
+
+-- name: pending_count
+-- For /metrics. The rows of the partial index deliveries_due are the pending ones, so the
+-- count walks that small index and nothing else: its cost is the backlog's, not history's.
+SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_due WHERE status = 'pending';
+
+-- name: earliest_due
+-- For /metrics: the head of deliveries_due, one index read. In-flight rows count: a row
+-- being sent has not been delivered yet, and one held back by a full destination waits.
+SELECT MIN(next_attempt_at_ms) FROM deliveries INDEXED BY deliveries_due
+WHERE status = 'pending';
+
+-- name: destinations_disabled
+-- For /metrics: the destinations table holds one row per destination ever attempted,
+-- tens or hundreds, so a scan of it is cheap.
+SELECT COUNT(*) FROM destinations WHERE enabled = 0;
 
 -- name: settled_since_replay
 -- Rows whose outcome is known since they were last queued: no longer pending, or with an
