@@ -17,12 +17,13 @@ from pydantic import BaseModel, ValidationError
 
 from relay.admin import actions
 from relay.admin.filters import Problems, history_filter, moment_ms, read_query, validation_details
+from relay.admin.reads import delivery_detail, event_detail
 from relay.admin.schemas import (
+    MAX_ID,
     AuditPage,
     DeliveryPage,
     DestinationChanged,
     DestinationList,
-    EventDetailOut,
     Reason,
     Replaced,
     ReplayIn,
@@ -30,20 +31,24 @@ from relay.admin.schemas import (
     SendTestIn,
     SendTestOut,
 )
-from relay.admin.state import API_HEADERS, Handler, actor, admin_of, peer, relay_of, with_headers
+from relay.admin.state import (
+    API_HEADERS,
+    Handler,
+    actor,
+    admin_of,
+    path_id,
+    peer,
+    relay_of,
+    with_headers,
+)
 from relay.admin.views import (
     audit_out,
     delivery_out,
     destination_out,
-    detail_out,
-    event_out,
 )
 from relay.operations import destinations, show
-from relay.records import HistoryFilter
 from relay.store import StoreUnavailable
 
-MAX_ID = 2**63 - 1
-MAX_EVENT_ROWS = 500
 AUDIT_PAGE_ROWS = 50
 
 
@@ -97,13 +102,6 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
     return with_headers(response, API_HEADERS)
 
 
-def _id(request: web.Request) -> int:
-    value = int(request.match_info["id"])
-    if not 1 <= value <= MAX_ID:
-        raise web.HTTPNotFound()
-    return value
-
-
 async def _body(request: web.Request, model: type[BaseModel]) -> Any:
     """The JSON body as `model`, or a 400 that names what is wrong."""
     try:
@@ -148,37 +146,26 @@ async def reveal_delivery(request: web.Request) -> web.Response:
 
 
 async def _delivery(request: web.Request, *, revealed: bool) -> web.Response:
-    relay = relay_of(request)
-    delivery_id = _id(request)
-    detail = await show(relay.store, delivery_id)
-    record = await relay.store.event(detail.delivery.event_row_id) if detail else None
-    if detail is None or record is None:
+    delivery_id = path_id(request)
+    view = await delivery_detail(
+        relay_of(request), delivery_id, revealed_to=actor(request, "api") if revealed else None
+    )
+    if view is None:
         return problem(404, "not found", f"no delivery {delivery_id}")
-    if revealed:
-        what = f"delivery {delivery_id}"
-        await actions.revealed(
-            relay, actor(request, "api"), producer=record.producer_id, what=what, ids=(delivery_id,)
-        )
-    return answer(detail_out(detail, record, revealed=revealed))
+    return answer(view)
 
 
 async def get_event(request: web.Request) -> web.Response:
-    relay = relay_of(request)
-    event_row_id = _id(request)
-    record = await relay.store.event(event_row_id)
-    if record is None:
+    event_row_id = path_id(request)
+    view = await event_detail(relay_of(request), event_row_id)
+    if view is None:
         return problem(404, "not found", f"no event {event_row_id}")
-    rows = await relay.store.history(HistoryFilter(event_row_id=event_row_id, limit=MAX_EVENT_ROWS))
-    return answer(
-        EventDetailOut(
-            event=event_out(record, revealed=False), deliveries=[delivery_out(r) for r in rows]
-        )
-    )
+    return answer(view)
 
 
 async def replay_delivery(request: web.Request) -> web.Response:
     relay = relay_of(request)
-    delivery_id = _id(request)
+    delivery_id = path_id(request)
     if await show(relay.store, delivery_id) is None:
         return problem(404, "not found", f"no delivery {delivery_id}")
     done = await actions.replay(relay, actor(request, "api"), [delivery_id])

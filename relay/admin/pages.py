@@ -12,7 +12,6 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.admin import actions
 from relay.admin.filters import (
     TAB_STATUSES,
     DeliveryQuery,
@@ -22,23 +21,15 @@ from relay.admin.filters import (
     read_query,
 )
 from relay.admin.html import error_page, render
+from relay.admin.reads import delivery_detail, event_detail
 from relay.admin.schemas import MAX_ID
-from relay.admin.state import actor, relay_of
-from relay.admin.views import audit_out, delivery_out, destination_out, detail_out, event_out
-from relay.operations import destinations, history, show
-from relay.records import DeliveryRow, DeliveryStatus, HistoryFilter
+from relay.admin.state import actor, path_id, relay_of
+from relay.admin.views import audit_out, delivery_out, destination_out
+from relay.operations import destinations, history
+from relay.records import DeliveryRow, DeliveryStatus
 
-# The most rows one event's page lists: an event has one per affiliate and destination.
-MAX_EVENT_ROWS = 500
 AUDIT_PAGE_ROWS = 50
 _PAGE_ONLY = frozenset({"audit"})
-
-
-def path_id(request: web.Request, name: str = "id") -> int:
-    value = int(request.match_info[name])
-    if not 1 <= value <= MAX_ID:
-        raise web.HTTPNotFound()
-    return value
 
 
 async def notice(request: web.Request) -> dict[str, Any] | None:
@@ -106,21 +97,12 @@ async def reveal_delivery(request: web.Request) -> web.Response:
 
 
 async def _delivery(request: web.Request, *, revealed: bool) -> web.Response:
-    relay = relay_of(request)
     delivery_id = path_id(request)
-    detail = await show(relay.store, delivery_id)
-    record = await relay.store.event(detail.delivery.event_row_id) if detail else None
-    if detail is None or record is None:
+    view = await delivery_detail(
+        relay_of(request), delivery_id, revealed_to=actor(request, "page") if revealed else None
+    )
+    if view is None:
         return error_page(request, 404, "Not found", f"No delivery {delivery_id}.")
-    if revealed:
-        await actions.revealed(
-            relay,
-            actor(request, "page"),
-            producer=record.producer_id,
-            what=f"delivery {delivery_id}",
-            ids=(delivery_id,),
-        )
-    view = detail_out(detail, record, revealed=revealed)
     return render(request, "delivery.html", view=view, notice=await notice(request))
 
 
@@ -133,26 +115,13 @@ async def reveal_event(request: web.Request) -> web.Response:
 
 
 async def _event(request: web.Request, *, revealed: bool) -> web.Response:
-    relay = relay_of(request)
     event_row_id = path_id(request)
-    record = await relay.store.event(event_row_id)
-    if record is None:
-        return error_page(request, 404, "Not found", f"No event {event_row_id}.")
-    rows = await relay.store.history(HistoryFilter(event_row_id=event_row_id, limit=MAX_EVENT_ROWS))
-    if revealed:
-        await actions.revealed(
-            relay,
-            actor(request, "page"),
-            producer=record.producer_id,
-            what=f"event {event_row_id}",
-            ids=tuple(r.id for r in rows),
-        )
-    return render(
-        request,
-        "event.html",
-        event=event_out(record, revealed=revealed),
-        rows=[delivery_out(r) for r in rows],
+    view = await event_detail(
+        relay_of(request), event_row_id, revealed_to=actor(request, "page") if revealed else None
     )
+    if view is None:
+        return error_page(request, 404, "Not found", f"No event {event_row_id}.")
+    return render(request, "event.html", event=view.event, rows=view.deliveries)
 
 
 async def destinations_page(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ from aiohttp import web
 from relay.admin.actions import Actor
 from relay.admin.auth import AdminKeys, Session
 from relay.admin.ratelimit import LoginLimiter
+from relay.admin.schemas import MAX_ID
 from relay.app_keys import RELAY
 from relay.engine import Relay
 
@@ -52,6 +53,14 @@ class AdminState:
 
 ADMIN = web.AppKey("admin", AdminState)
 SESSION = web.RequestKey("admin session", Session)
+
+
+def path_id(request: web.Request) -> int:
+    """The row id in the path (its route allows only digits); 404 beyond any row id."""
+    value = int(request.match_info["id"])
+    if not 1 <= value <= MAX_ID:
+        raise web.HTTPNotFound()
+    return value
 
 
 def relay_of(request: web.Request) -> Relay:

@@ -85,7 +85,10 @@ def event_out(record: EventRecord, *, revealed: bool) -> EventOut:
         payload = masked_event_payload(event, revealed)
     else:
         # An alert's payload names a destination and a time: no buyer in it.
-        loaded = json.loads(record.payload_json) if record.payload_json else {}
+        try:
+            loaded = json.loads(record.payload_json)
+        except ValueError:
+            loaded = "(not JSON)"
         payload = loaded if isinstance(loaded, dict) else {"payload": loaded}
     return EventOut(
         id=record.id,
