@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from pydantic import Field, StringConstraints, ValidationError
 
-from relay.admin.schemas import MAX_ID, Name, Tab, _In
+from relay.admin.schemas import MAX_ID, Name, Tab, When, _In
 from relay.durations import parse_since_ms
 from relay.records import DeliveryStatus, HistoryFilter
 
@@ -26,8 +26,10 @@ TAB_STATUSES: dict[str, tuple[str, ...]] = {
     "sent": (DeliveryStatus.DELIVERED.value, DeliveryStatus.FAILED.value),
     "pending": (DeliveryStatus.PENDING.value,),
 }
-Cursor = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,18}$")]
-When = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+# At most 18 digits: every value is a row id SQLite can hold.
+Cursor = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{0,17}$")]
+# Any moment a signed 64-bit count of milliseconds holds; beyond is refused, not stored.
+_MAX_MOMENT_MS = 2**62
 
 
 class DeliveryQuery(_In):
@@ -123,10 +125,12 @@ def moment_ms(text: str | None, now_ms: int, *, end_of_day: bool) -> int | None:
         except ValueError:
             pass
         else:
+            if day == date.max:  # through the end of the calendar: no upper bound at all
+                return None
             end = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
             return int(end.timestamp() * 1000)
     moment_ms = parse_since_ms(text, now_ms)
-    if not -(2**53) < moment_ms < 2**53:
+    if not -_MAX_MOMENT_MS < moment_ms < _MAX_MOMENT_MS:
         raise ValueError(f"{text!r} is out of range")
     return moment_ms
 

@@ -101,7 +101,7 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     found = []
     for name, schema in properties.items():
         variants = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
-        (variant,) = variants
+        (variant,) = variants if len(variants) == 1 else [{"anyOf": variants}]
         kept = {k: v for k, v in variant.items() if k != "title"}
         if "default" in schema and schema["default"] is not None:
             kept["default"] = schema["default"]
@@ -210,7 +210,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "name": "cursor",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+                        "schema": {"type": "string", "pattern": "^[1-9][0-9]{0,17}$"},
                     },
                     *_text_query("producer"),
                 ],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 # A row id, as SQLite (and PostgreSQL's bigint) can hold it.
 MAX_ID = 2**63 - 1
@@ -14,6 +14,25 @@ RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 # Names an operator types (an affiliate code, a destination id): one line, bounded.
 Name = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+# A moment as the list's filters and replays take it: a date or date-time (UTC unless it
+# names a zone), or a duration ago. The document lists the date and duration forms, which
+# generated requests can be built from; date-times are accepted as well.
+DURATION_AGO = r"^[0-9]{1,9}(ms|s|m|h|d)$"
+When = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=40),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date"},
+                {"type": "string", "pattern": DURATION_AGO},
+            ],
+            "description": "an ISO date (UTC), an ISO date-time, or a duration ago: 2h, 7d",
+        }
+    ),
 ]
 
 
@@ -182,7 +201,7 @@ class ReplayIn(_In):
     """Give `ids`, or `failed_since` for every failure created since then."""
 
     ids: list[RowId] | None = Field(default=None, min_length=1, max_length=1000)
-    failed_since: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = Field(
+    failed_since: When | None = Field(
         default=None, description="ISO date or date-time (UTC unless a zone is given), or '2h'"
     )
 
