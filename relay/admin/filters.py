@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from pydantic import Field, StringConstraints, ValidationError
 
-from relay.admin.schemas import MAX_ID, Name, Tab, When, _In
+from relay.admin.schemas import Name, Tab, When, _In
 from relay.durations import parse_since_ms
 from relay.records import DeliveryStatus, HistoryFilter
 
@@ -95,9 +95,6 @@ def history_filter(query: DeliveryQuery, now_ms: int) -> HistoryFilter:
         problems.append({"field": "until", "reason": str(exc)})
     if problems:
         raise Problems(problems)
-    before_id = int(query.cursor) if query.cursor else None
-    if before_id is not None and before_id > MAX_ID:
-        raise Problems([{"field": "cursor", "reason": "is not a cursor this relay gave"}])
     return HistoryFilter(
         status=query.status,
         statuses=TAB_STATUSES[query.tab],
@@ -109,7 +106,7 @@ def history_filter(query: DeliveryQuery, now_ms: int) -> HistoryFilter:
         hotmart_id=query.hotmart_id,
         since_ms=since_ms,
         until_ms=until_ms,
-        before_id=before_id,
+        before_id=int(query.cursor) if query.cursor else None,
         limit=query.limit + 1,
     )
 
