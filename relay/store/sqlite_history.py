@@ -53,7 +53,8 @@ def history_statement(query: HistoryFilter) -> tuple[str, dict[str, Any]]:
         params.update(zip(names, query.statuses, strict=True))
         terms.append(H["history_statuses"].format(statuses=", ".join(f":{n}" for n in names)))
     where = "\nWHERE " + "\n  AND ".join(f"({term})" for term in terms) if terms else ""
-    return f"{H['history_select']}{where}\n{H['history_order']}", params
+    page = f"{H['history_page']}{where}\n{H['history_order']}"
+    return H["history_select"].format(page=page), params
 
 
 def history(conn: sqlite3.Connection, query: HistoryFilter) -> list[DeliveryRow]:

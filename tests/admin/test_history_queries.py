@@ -91,3 +91,86 @@ async def test_known_statuses_and_the_audit_trail(store: SqliteStore) -> None:
     assert [e.id for e in await store.audit_log(producer_id="acme")] == [first]
     assert await store.audit_entry(first) == older[0]
     assert await store.audit_entry(999) is None
+
+
+def seed(db: Path, rows: int) -> None:
+    """`rows` deliveries of as many events, statuses, affiliates and channels mixed, one
+    second apart: through SQL, since the query's work is what is measured, not ingest."""
+    statuses = ("delivered",) * 8 + ("failed", "pending", "withheld", "skipped", "ignored")
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.executemany(
+            "INSERT INTO events (id, producer_id, hotmart_id, event_name, source, outcome,"
+            " transaction_code, payload_json, received_at_ms) VALUES (?, 'acme', ?,"
+            " 'PURCHASE_BILLET_PRINTED', '2.0.0', 'accepted', ?, '{}', ?)",
+            [(i, f"h{i}", f"HP{i}", i * 1000) for i in range(1, rows + 1)],
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (id, event_id, producer_id, affiliate_code, destination_key,"
+            " channel, event_name, status, message_id, created_at_ms, updated_at_ms)"
+            " VALUES (?, ?, 'acme', ?, 'acme/a/mail', ?, 'PURCHASE_BILLET_PRINTED', ?, ?, ?, ?)",
+            [
+                (
+                    i,
+                    i,
+                    f"A{i % 50}",
+                    ("email", "webhook")[i % 2],
+                    statuses[i % 13],
+                    f"m{i}",
+                    i * 1000,
+                    i * 1000,
+                )
+                for i in range(1, rows + 1)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO attempts (delivery_id, attempt_no, started_at_ms, latency_ms, outcome,"
+            " status_code) VALUES (?, 1, ?, 5.0, 'success', 200)",
+            [(i, i * 1000) for i in range(1, rows + 1)],
+        )
+    conn.close()
+
+
+def work(db: Path, query: HistoryFilter) -> int:
+    """SQLite's virtual-machine steps (in thousands) for one page: work, not time."""
+    sql, params = history_statement(query)
+    conn = sqlite3.connect(db)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1000)
+    try:
+        conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+    return steps[0]
+
+
+async def test_a_page_costs_the_same_on_a_history_ten_times_larger(tmp_path: Path) -> None:
+    sizes = {"small": 3_000, "large": 30_000}
+    dbs = {}
+    for name, rows in sizes.items():
+        dbs[name] = tmp_path / name / "relay.sqlite3"
+        dbs[name].parent.mkdir()
+        async with open_sqlite_store(dbs[name]):
+            pass
+        seed(dbs[name], rows)
+    queries = {
+        **ONE_FILTER,
+        "none": HistoryFilter(),
+        "hotmart id": HistoryFilter(hotmart_id="h77"),
+        "transaction": HistoryFilter(transaction_code="HP77"),
+        "since": HistoryFilter(since_ms=1_500_000, status="failed"),
+        "until": HistoryFilter(until_ms=2_000_000),
+        "one event": HistoryFilter(event_row_id=77),
+        "next page": HistoryFilter(before_id=2_000),
+    }
+    grew = {}
+    for name, query in queries.items():
+        small, large = work(dbs["small"], query), work(dbs["large"], query)
+        if large > 2 * small + 2:
+            grew[name] = (small, large)
+    assert grew == {}  # (thousands of steps on 3,000 rows, on 30,000)

@@ -4,9 +4,18 @@
 -- index, so each filter present adds its own term instead. `{statuses}` is filled with
 -- parameter names (`:status_0, :status_1`), never with values.
 
+-- name: history_page
+-- The ids of one page, from deliveries alone: SQLite then reads each filter's index
+-- backwards and stops at LIMIT (with `status IN (...)`, at LIMIT per status). Joined to
+-- events in the same query, it would read every matching row and sort them.
+SELECT d.id FROM deliveries d
+
+-- name: history_order
+ORDER BY d.id DESC LIMIT :limit
+
 -- name: history_select
--- The code of the last attempt (HTTP status or SMTP reply) is one seek per listed row in
--- attempts_by_delivery.
+-- The page's rows. The code of the last attempt (HTTP status or SMTP reply) is one seek
+-- per row in attempts_by_delivery.
 SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.destination_key,
        d.channel, d.event_name, e.hotmart_id, e.transaction_code, d.message_id, d.attempts,
        d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms,
@@ -14,9 +23,8 @@ SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.dest
        (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id
         ORDER BY a.attempt_no DESC, a.id DESC LIMIT 1) AS last_status_code
 FROM deliveries d JOIN events e ON e.id = d.event_id
-
--- name: history_order
-ORDER BY d.id DESC LIMIT :limit
+WHERE d.id IN ({page})
+ORDER BY d.id DESC
 
 -- name: history_status
 d.status = :status
