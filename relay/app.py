@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from relay.admin import setup_admin
 from relay.app_keys import RELAY
 from relay.clock import Clock
 from relay.config import Config
@@ -48,6 +49,7 @@ def init_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/healthz", handle_readyz)  # the name older setups probe
     app.router.add_get("/metrics", handle_metrics)
+    setup_admin(app, config)  # /admin/ and /api/, when admin.token is set
     return app
 
 

@@ -238,6 +238,12 @@ class HealthChange:
 
 @dataclass(frozen=True)
 class HistoryFilter:
+    """Which deliveries to list, newest first; every filter given must hold (AND).
+
+    Each filter is served by an index, so a page costs the same on a history of a
+    million rows as on a hundred (tests/admin/test_history_queries.py reads the plans).
+    """
+
     status: str | None = None
     affiliate_code: str | None = None
     event_name: str | None = None
@@ -247,6 +253,10 @@ class HistoryFilter:
     limit: int = 50
     transaction_code: str | None = None  # Hotmart's purchase transaction, e.g. HP1764271200123
     hotmart_id: str | None = None  # Hotmart's event id
+    producer_id: str | None = None
+    statuses: tuple[str, ...] = ()  # any of these (the admin page's "sent" tab)
+    until_ms: int | None = None  # created before this
+    event_row_id: int | None = None  # the rows of one stored event
 
 
 @dataclass(frozen=True)
@@ -268,6 +278,8 @@ class DeliveryRow:
     last_error: str
     created_at_ms: int
     updated_at_ms: int
+    event_row_id: int = 0  # the stored event's row id (the admin's events page)
+    last_status_code: int | None = None  # HTTP status or SMTP reply of the last attempt
 
 
 @dataclass(frozen=True)
@@ -297,6 +309,49 @@ class QueueGauges:
     pending: int  # deliveries pending: due, in flight or scheduled for a retry
     earliest_due_at_ms: int | None  # when the pending row due earliest fell (or falls) due
     destinations_disabled: int
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One stored event as it arrived (its payload normalised), for the events page."""
+
+    id: int
+    producer_id: str
+    hotmart_id: str
+    event_name: str
+    source: str  # "2.0.0" | "v1" | "send-test" | "relay" (a producer alert)
+    outcome: str
+    transaction_code: str
+    product_id: str
+    payload_json: str
+    received_at_ms: int
+    scrubbed_at_ms: int | None  # its buyer data was purged past retention then
+
+
+@dataclass(frozen=True)
+class NewAuditEntry:
+    """What an operator did through the admin page or API: never a secret or buyer data."""
+
+    action: str  # replay | replay-failed | send-test | enable | disable | reveal | login
+    via: str  # page | api
+    remote: str  # the peer address, and what X-Forwarded-For claimed, if anything
+    producer_id: str = ""  # whose data it touched, when one producer's
+    target: str = ""  # a destination key, an affiliate code, a date
+    delivery_ids: tuple[int, ...] = ()
+    outcome: str = ""  # what came of it, in words
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at_ms: int
+    action: str
+    via: str
+    remote: str
+    producer_id: str
+    target: str
+    delivery_ids: tuple[int, ...]
+    outcome: str
 
 
 @dataclass(frozen=True)

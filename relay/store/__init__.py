@@ -34,16 +34,19 @@ from relay.records import (
     SERVE_LEASE_OWNER,
     AttemptRecord,
     AttemptResolution,
+    AuditEntry,
     BackupFacts,
     Claim,
     DeliveryDetail,
     DeliveryRow,
     DeliveryStatus,
     DestinationHealth,
+    EventRecord,
     HealthChange,
     HistoryFilter,
     IngestResult,
     NewAlert,
+    NewAuditEntry,
     NewEvent,
     QueueGauges,
     Regrant,
@@ -159,7 +162,31 @@ class Store(Protocol):
         False, and nothing written, if the row no longer holds `lease_token`."""
         ...
 
-    async def history(self, query: HistoryFilter) -> list[DeliveryRow]: ...
+    async def history(self, query: HistoryFilter) -> list[DeliveryRow]:
+        """Deliveries matching every filter given, newest first (keyset: ids below
+        `before_id`), each with the code of its last attempt. Every filter is served by
+        an index: a page costs the same on a million rows as on a hundred."""
+        ...
+
+    async def known_statuses(self) -> list[str]:
+        """Every status some delivery has now, without reading every row."""
+        ...
+
+    async def event(self, event_row_id: int) -> EventRecord | None:
+        """One stored event as it arrived (its rows: `history` with `event_row_id`)."""
+        ...
+
+    async def record_audit(self, entry: NewAuditEntry, now_ms: int) -> int:
+        """Keep what an operator did, durably, before it is reported done; its id."""
+        ...
+
+    async def audit_log(
+        self, *, producer_id: str | None = None, before_id: int | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        """The audit trail, newest first (keyset: ids below `before_id`)."""
+        ...
+
+    async def audit_entry(self, audit_id: int) -> AuditEntry | None: ...
 
     async def delivery(self, delivery_id: int) -> DeliveryDetail | None: ...
 

@@ -30,16 +30,19 @@ from relay.records import (
     AttemptRecord,
     AttemptResolution,
     AttemptRow,
+    AuditEntry,
     BackupFacts,
     Claim,
     DeliveryDetail,
     DeliveryRow,
     DeliveryStatus,
     DestinationHealth,
+    EventRecord,
     HealthChange,
     HistoryFilter,
     IngestResult,
     NewAlert,
+    NewAuditEntry,
     NewEvent,
     QueueGauges,
     Regrant,
@@ -52,6 +55,7 @@ from relay.records import (
     WriteHealth,
 )
 from relay.store import StoreRejected, StoreUnavailable
+from relay.store import sqlite_history as browse
 from relay.store import sqlite_maintenance as maintenance
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
@@ -278,19 +282,26 @@ class SqliteStore:
     # -- history and operations -----------------------------------------------------
 
     async def history(self, query: HistoryFilter) -> list[DeliveryRow]:
-        params = {
-            "status": query.status,
-            "affiliate_code": query.affiliate_code,
-            "event_name": query.event_name,
-            "channel": query.channel,
-            "since_ms": query.since_ms,
-            "before_id": query.before_id,
-            "limit": query.limit,
-            "transaction_code": query.transaction_code,
-            "hotmart_id": query.hotmart_id,
-        }
-        rows = await self.run(lambda c: named_rows(c, "history", params))
-        return [from_row(DeliveryRow, row) for row in rows]
+        return await self.run(lambda c: browse.history(c, query))
+
+    async def known_statuses(self) -> list[str]:
+        return await self.run(browse.known_statuses)
+
+    async def event(self, event_row_id: int) -> EventRecord | None:
+        return await self.run(lambda c: browse.event(c, event_row_id))
+
+    async def record_audit(self, entry: NewAuditEntry, now_ms: int) -> int:
+        return await self.transaction(lambda c: browse.record_audit(c, entry, now_ms))
+
+    async def audit_log(
+        self, *, producer_id: str | None = None, before_id: int | None = None, limit: int = 50
+    ) -> list[AuditEntry]:
+        return await self.run(
+            lambda c: browse.audit_log(c, producer_id=producer_id, before_id=before_id, limit=limit)
+        )
+
+    async def audit_entry(self, audit_id: int) -> AuditEntry | None:
+        return await self.run(lambda c: browse.audit_entry(c, audit_id))
 
     async def delivery(self, delivery_id: int) -> DeliveryDetail | None:
         def work(conn: sqlite3.Connection) -> DeliveryDetail | None:

@@ -172,25 +172,12 @@ FROM destinations ORDER BY key;
 -- name: delivery_row
 SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.destination_key,
        d.channel, d.event_name, e.hotmart_id, e.transaction_code, d.message_id, d.attempts,
-       d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms, e.payload_json
+       d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms,
+       d.event_id AS event_row_id, e.payload_json,
+       (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id
+        ORDER BY a.attempt_no DESC, a.id DESC LIMIT 1) AS last_status_code
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.id = :id;
-
--- name: history
-SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.destination_key,
-       d.channel, d.event_name, e.hotmart_id, e.transaction_code, d.message_id, d.attempts,
-       d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms
-FROM deliveries d JOIN events e ON e.id = d.event_id
-WHERE (:status IS NULL OR d.status = :status)
-  AND (:affiliate_code IS NULL OR d.affiliate_code = :affiliate_code)
-  AND (:event_name IS NULL OR d.event_name = :event_name)
-  AND (:channel IS NULL OR d.channel = :channel)
-  AND (:since_ms IS NULL OR d.created_at_ms >= :since_ms)
-  AND (:before_id IS NULL OR d.id < :before_id)
-  AND (:transaction_code IS NULL OR e.transaction_code = :transaction_code)
-  AND (:hotmart_id IS NULL OR e.hotmart_id = :hotmart_id)
-ORDER BY d.id DESC
-LIMIT :limit;
 
 -- name: attempts_of
 SELECT attempt_no, started_at_ms, latency_ms, outcome, status_code, response_excerpt,
