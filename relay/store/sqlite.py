@@ -36,11 +36,13 @@ from relay.records import (
     DeliveryRow,
     DeliveryStatus,
     DestinationHealth,
+    FollowUpFacts,
     HealthChange,
     HistoryFilter,
     IngestResult,
     NewAlert,
     NewEvent,
+    RecoveryFigures,
     Regrant,
     RegrantResult,
     Replacement,
@@ -52,6 +54,7 @@ from relay.records import (
 )
 from relay.store import StoreRejected, StoreUnavailable
 from relay.store import sqlite_maintenance as maintenance
+from relay.store import sqlite_recovery as recovery
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
@@ -287,6 +290,7 @@ class SqliteStore:
             "limit": query.limit,
             "transaction_code": query.transaction_code,
             "hotmart_id": query.hotmart_id,
+            "notification": query.notification,
         }
         rows = await self.run(lambda c: named_rows(c, "history", params))
         return [from_row(DeliveryRow, row) for row in rows]
@@ -413,3 +417,22 @@ class SqliteStore:
         finally:
             await asyncio.to_thread(copy.close)
         return await asyncio.to_thread(maintenance.finish_copy, target)
+
+    # -- sale recovery (issue 11) ---------------------------------------------------
+
+    async def follow_up_facts(self, producer_id: str, transaction_code: str) -> FollowUpFacts:
+        return await self.run(lambda c: recovery.follow_up_facts(c, producer_id, transaction_code))
+
+    async def settling_event(self, producer_id: str, transaction_code: str) -> str | None:
+        return await self.run(lambda c: recovery.settling_event(c, producer_id, transaction_code))
+
+    async def recovery_figures(
+        self,
+        since_ms: int,
+        *,
+        producer_id: str | None = None,
+        affiliate_code: str | None = None,
+    ) -> list[RecoveryFigures]:
+        return await self.run(
+            lambda c: recovery.recovery_figures(c, since_ms, producer_id, affiliate_code)
+        )
