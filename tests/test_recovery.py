@@ -220,13 +220,38 @@ async def test_an_approval_that_arrives_before_the_slip_prevents_the_reminder(
     await post_json(client, approved(slip))
     await post_json(client, slip)
     assert (await (await post_json(client, slip)).json())["status"] == "duplicate"
-    relay = await move_to(client, clock, 5)
+    relay = relay_of(client)
+    # Stored cancelled at once, in the slip's own transaction: never pending.
     reminders = await notices(relay.store, "reminder")
     assert [(r.status, r.reason) for r in reminders] == [
         ("cancelled", "paid before the reminder was due (PURCHASE_APPROVED)")
     ] * 2
+    await move_to(client, clock, 5)
     assert said(sink, "reminder") == [] and said(sink, "paid") == []  # the slip was not sent then
     assert len(said(sink, "slip")) == 1
+
+
+async def test_a_reminder_held_when_the_sale_is_paid_is_not_sent(
+    start: Start, peers: Any, clock: ManualClock, tmp_path: Path
+) -> None:
+    """A reminder leased when the approval arrives (another process claimed it, or an
+    attempt died holding it) is left alone by ingest; its attempt finds the approval."""
+    sink = peers[2]
+    client, slip = await notified(start, peers, clock, tmp_path)
+    relay = relay_of(client)
+    clock.now = clock.at(3)
+    held = await relay.store.claim_due(clock.now, clock.now + 60_000, 10, 4, owner="cli:1")
+    assert {d.notification for d in held.deliveries} == {"reminder"}
+    await post_json(client, approved(slip))
+    await wait_until(lambda: len(said(sink, "paid")) == 1)
+    assert {r.status for r in await notices(relay.store, "reminder")} == {"pending"}
+
+    await move_to(client, clock, 3 + 2 / 60)  # the lease ran out: the dispatcher takes it
+    assert said(sink, "reminder") == [] and len(said(sink, "paid")) == 1
+    reminders = await notices(relay.store, "reminder")
+    assert {(r.status, r.reason) for r in reminders} == {
+        ("cancelled", "paid before the reminder was due (PURCHASE_APPROVED)")
+    }
 
 
 async def test_an_approval_then_its_completion_bring_one_paid_notice(
