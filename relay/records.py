@@ -361,7 +361,8 @@ class BackupFacts:
 
 @dataclass(frozen=True)
 class NotifiedSlip:
-    """A slip row of a transaction that reached its destination, or was at least sent."""
+    """A slip row of a transaction that reached its destination, was sent at least once,
+    or is on its way there (queued or in flight); never one withheld or skipped."""
 
     delivery_id: int
     affiliate_code: str

@@ -8,9 +8,10 @@ whether one may still go out when it falls due (issue 11).
   the history. The store cancels it when the purchase settles first (`SETTLING_EVENTS`,
   whichever order they arrive in), and it is checked again when it falls due.
 - A paid (PURCHASE_APPROVED or PURCHASE_COMPLETE) or expired (PURCHASE_EXPIRED) event
-  brings a notice to each destination its transaction's slip actually went to: one
-  per destination, however many such events arrive, and never to an affiliate that
-  was withheld, since such a slip was never sent.
+  brings a notice to each destination its transaction's slip went to (delivered, sent,
+  or on its way: a Pix code is often paid before its mail is out): one per
+  destination, however many such events arrive, and never to an affiliate that was
+  withheld, since such a slip is never sent.
 
 Every notice passes the privacy gate (`decide.judge_follow_up`) when it is planned and
 again when it is sent, like any notification.

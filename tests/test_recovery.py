@@ -4,6 +4,7 @@ test moves the clock and wakes the dispatcher, never in real time."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.recovery_kit import (
     rows,
     said,
 )
+from tests.test_cli import run_cli, write_toml
 from tests.test_ingest import post_json
 
 Start = Callable[[Config], Any]
@@ -404,3 +406,33 @@ async def test_a_reminder_due_after_its_slip_expired_is_cancelled(
     (reason,) = {r.reason for r in await notices(relay.store, "reminder")}
     assert reason == "the slip expired before its reminder went out"
     assert {r.status for r in await notices(relay.store, "reminder")} == {"cancelled"}
+
+
+async def test_the_history_shows_what_each_row_says_and_why_a_reminder_was_cancelled(
+    start: Start, peers: Any, clock: ManualClock, tmp_path: Path, capsys: Any
+) -> None:
+    _, port, sink = peers
+    raw = recovery_config(tmp_path, sink, port)
+    client, slip = await notified(start, peers, clock, tmp_path, raw)
+    await post_json(client, approved(slip))
+    await move_to(client, clock, 1)
+    path = write_toml(raw, tmp_path / "relay.toml")
+    capsys.readouterr()
+
+    assert await run_cli(path, "history", "--notification", "reminder") == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:6] == ["ID", "WHEN", "(UTC)", "STATUS", "EVENT", "NOTICE"]
+    assert len(table) == 3 and all(" cancelled " in line for line in table[1:])
+    assert all("paid before the reminder was due (PURCHASE_APPROVED)" in x for x in table[1:])
+
+    assert await run_cli(path, "history", "--status", "cancelled", "--json") == 0
+    cancelled = json.loads(capsys.readouterr().out)
+    assert {(r["notification"], r["event_name"]) for r in cancelled} == {
+        ("reminder", "PURCHASE_BILLET_PRINTED")
+    }
+    assert await run_cli(path, "show", str(cancelled[0]["id"])) == 0
+    assert f"delivery {cancelled[0]['id']} (notification, reminder): cancelled" in (
+        capsys.readouterr().out
+    )
+    assert await run_cli(path, "history", "--notification", "paid", "--json") == 0
+    assert {r["status"] for r in json.loads(capsys.readouterr().out)} == {"delivered"}

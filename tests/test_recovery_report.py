@@ -4,6 +4,7 @@ and `relay recovery`, which prints them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sqlite3
@@ -21,6 +22,7 @@ from tests.recovery_kit import HOUR_MS
 from tests.test_cli import run_cli
 
 T0 = 1_764_000_000_000
+_ids = itertools.count(1)
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ async def event(
     producer: str = "acme",
 ) -> None:
     new = NewEvent(
-        producer, f"{name}-{transaction}-{at_ms}", name, "2.0.0", transaction, "1", "{}", rows
+        producer, f"{name}-{transaction}-{next(_ids)}", name, "2.0.0", transaction, "1", "{}", rows
     )
     await store.ingest(new, at_ms)
 
@@ -239,3 +241,41 @@ async def test_relay_recovery_prints_the_figures(
     ]
     assert await run_cli(path, "recovery") == 0  # the last 30 days: none
     assert capsys.readouterr().out.splitlines()[1] == "none"
+
+
+async def test_the_slips_a_paid_event_follows_up(store: SqliteStore) -> None:
+    """Delivered, sent once, or still on its way (a Pix code is often paid before its
+    mail is out) all count; a withheld or skipped slip never went anywhere."""
+    await slip(store, "A", "T1", T0, destinations=("mail",))
+    await slip(store, "B", "T1", T0, sent=False)  # queued: on its way
+    await event(
+        store,
+        "PURCHASE_BILLET_PRINTED",
+        "T1",
+        T0,
+        slip_row("C", DeliveryStatus.WITHHELD),
+        slip_row("D", DeliveryStatus.SKIPPED),
+    )
+    await event(
+        store,
+        "PURCHASE_APPROVED",
+        "T1",
+        T0,
+        NewDelivery(
+            DeliveryStatus.DELIVERED,
+            "r",
+            "m1",
+            "A",
+            "acme/A/mail",
+            "email",
+            notification=Notice.PAID,
+        ),
+    )
+    facts = await store.follow_up_facts("acme", "T1")
+    assert [(s.affiliate_code, s.destination_key) for s in facts.notified] == [
+        ("A", "acme/A/mail"),
+        ("B", "acme/B/mail"),
+    ]
+    assert facts.sent == frozenset({("acme/A/mail", Notice.PAID)})
+    assert facts.paid
+    assert await store.follow_up_facts("other", "T1") == type(facts)()

@@ -249,8 +249,9 @@ class Store(Protocol):
     # -- sale recovery (issue 11) ---------------------------------------------------
 
     async def follow_up_facts(self, producer_id: str, transaction_code: str) -> FollowUpFacts:
-        """The transaction's slip rows that were delivered or sent at least once, the
-        paid and expired notices it has already made, and whether it was paid."""
+        """The transaction's slip rows that were delivered, sent at least once or are on
+        their way (pending), the paid and expired notices it has already made, and
+        whether it was paid."""
         ...
 
     async def settling_event(self, producer_id: str, transaction_code: str) -> str | None:

@@ -20,13 +20,15 @@ _PAID_JSON = json.dumps(sorted(PAID_EVENTS))
 def follow_up_facts(
     conn: sqlite3.Connection, producer_id: str, transaction_code: str
 ) -> FollowUpFacts:
+    """A slip row counts once it is delivered, sent at least once, or on its way (queued
+    or in flight): a Pix code is often paid within a minute, before its mail is out."""
     sale = {"producer_id": producer_id, "transaction_code": transaction_code}
     notified: list[NotifiedSlip] = []
     sent: set[tuple[str, Notice]] = set()
     for row in named_rows(conn, "transaction_notices", sale):
         if row["notification"] != Notice.SLIP:
             sent.add((row["destination_key"], Notice(row["notification"])))
-        elif row["status"] == "delivered" or row["attempts"] > 0:  # sent at least once
+        elif row["status"] in ("delivered", "pending") or row["attempts"] > 0:
             notified.append(
                 NotifiedSlip(
                     row["id"], row["affiliate_code"], row["destination_key"], row["channel"]
