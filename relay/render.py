@@ -23,7 +23,6 @@ from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader, TemplateNotFound,
 from relay.formatting import (
     LOCALES,
     TEST_TAGS,
-    event_title,
     format_amount,
     format_code,
     format_expiry,
@@ -34,8 +33,8 @@ from relay.formatting import (
     single_line,
 )
 from relay.hotmart import SLIP_EVENT, Affiliate, Buyer, Event, Payment, Product, Purchase
-from relay.hotmart_payment import NEUTRAL_METHODS
-from relay.outbox import notice_of
+from relay.notification import Notification as Notification
+from relay.notification import notification_context
 from relay.records import Notice
 from relay.sandbox import MAX_BODY_CHARS, MAX_SUBJECT_CHARS, join_bounded, make_environment
 from relay.sandbox import RenderError as RenderError
@@ -53,29 +52,6 @@ _EMAIL_TEMPLATES = {
 # A prefilled WhatsApp message is a few lines; a Pix code (at most 1,024 characters when
 # parsed) and a slip link (2,048) still fit twice over. More is a template gone wrong.
 MAX_WHATSAPP_CHARS = 8192
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One message for one affiliate: the event plus who receives it and how it reads."""
-
-    event: Event
-    affiliate_code: str
-    affiliate_name: str  # from config if set, else the event's affiliate name
-    producer_name: str
-    locale: str  # "es" | "pt" | "en"
-    is_test: bool  # relay send-test or Hotmart's test button: marked in subject, body, JSON
-    message_id: str  # stable id of the delivery ("msg_...")
-    # What it says; None: what its event says (the slip, or the event in general words).
-    notification: Notice | None = None
-    # Sale recovery: a WhatsApp link to the buyer, when their phone can be told.
-    whatsapp: bool = False
-    # Sale recovery: when the slip expires as recovery reckons it (shown in a reminder).
-    expires_at_ms: int | None = None
-
-    @property
-    def notice(self) -> Notice:
-        return self.notification or notice_of(self.event.event)
 
 
 @dataclass(frozen=True)
@@ -195,7 +171,7 @@ class Templates:
 
     def _context(self, n: Notification) -> dict[str, Any]:
         """What a notification's templates see, with the WhatsApp link when it has one."""
-        context = _notification_context(n)
+        context = notification_context(n)
         buyer = n.event.buyer
         number = whatsapp_number(buyer.phone, n.event.purchase.buyer_country) if buyer else None
         if n.whatsapp and number is not None:
@@ -255,39 +231,6 @@ class Templates:
                 continue
         # Should one folder hold the other, the deeper one is where the file was found.
         return min(names, key=len, default=None)
-
-
-def _notification_context(n: Notification) -> dict[str, Any]:
-    event = n.event
-    payment = event.payment
-    country = event.purchase.buyer_country
-    expires_at_ms = payment.expires_at_ms if n.expires_at_ms is None else n.expires_at_ms
-    return {
-        "event": event,
-        "product": event.product,
-        "purchase": event.purchase,
-        "payment": payment,
-        "buyer": event.buyer,
-        "affiliate_code": n.affiliate_code,
-        "affiliate_name": n.affiliate_name,
-        "producer_name": n.producer_name,
-        "locale": n.locale,
-        "is_test": n.is_test,
-        "message_id": n.message_id,
-        "notification": n.notice.value,
-        "whatsapp_url": None,  # see Templates._context
-        "buyer_first_name": event.buyer.name.split()[0] if event.buyer and event.buyer.name else "",
-        # The brand (Boleto, OXXO...); empty for a neutral name, which templates word
-        # in their own language ("Ficha de pago", "Guia de pagamento").
-        "method": "" if payment.method in NEUTRAL_METHODS else payment.method or "",
-        "event_title": event_title(event.event, n.locale),
-        "amount": format_amount(event.purchase.price, event.purchase.currency, n.locale),
-        "formatted_code": format_code(payment.slip_code, payment.method),
-        "expires_at": format_expiry(expires_at_ms, country, n.locale),
-        "buyer_phone": format_phone(event.buyer.phone, country) if event.buyer else "",
-        "slip_link": http_url(payment.slip_url),
-        "qr_link": http_url(payment.pix_qrcode),
-    }
 
 
 def _place(problem: str) -> str:
