@@ -35,6 +35,7 @@ from relay.config import Config, WebhookDestination
 from relay.hotmart import Event
 from relay.messages import EmailMessageSpec, Outgoing, Sender, WebhookMessage
 from relay.metrics import Metrics
+from relay.outbox import notice_of
 from relay.outcomes import (
     AttemptReport,
     DeliveryError,
@@ -43,7 +44,15 @@ from relay.outcomes import (
     TransientError,
     loggable,
 )
-from relay.records import ClaimedDelivery, DeliveryKind, DeliveryStatus, HealthEffect
+from relay.records import (
+    FOLLOW_UPS,
+    ClaimedDelivery,
+    DeliveryKind,
+    DeliveryStatus,
+    HealthEffect,
+    Notice,
+)
+from relay.recovery import message_options, refusal_at_send
 from relay.render import Notification, RenderError
 from relay.store import Store, StoreRejected, StoreUnavailable
 from relay.targets import Target, TemplateSet, resolve_target
@@ -133,7 +142,7 @@ class AttemptRunner:
         return Sent(progress.started_at_ms, latency_ms, progress.payload, AttemptReport(), error)
 
     async def _attempt(self, delivery: ClaimedDelivery, progress: _Progress) -> Sent | Unsent:
-        compose = self._composer(delivery)
+        compose = await self._composer(delivery)
         if isinstance(compose, Unsent):
             return compose
         progress.started_at_ms = self._clock.now_ms()
@@ -152,7 +161,7 @@ class AttemptRunner:
         latency_ms = report.latency_ms or (time.perf_counter() - progress.started) * 1000
         return Sent(progress.started_at_ms, latency_ms, progress.payload, report, error)
 
-    def _composer(self, delivery: ClaimedDelivery) -> Compose | Unsent:
+    async def _composer(self, delivery: ClaimedDelivery) -> Compose | Unsent:
         """How to render what this delivery sends, or why it is not sent at all."""
         if delivery.kind == DeliveryKind.ALERT:
             alert = alert_target(self._config, delivery)
@@ -164,10 +173,29 @@ class AttemptRunner:
             return Unsent(DeliveryStatus.FAILED, target)
         event = Event.model_validate_json(delivery.payload_json)
         if delivery.kind == DeliveryKind.NOTIFICATION:
-            refusal = refusal_now(target, event, delivery.destination_key)
+            if delivery.notification in FOLLOW_UPS:
+                refusal = await self._follow_up_refusal(delivery, target, event)
+            else:
+                refusal = refusal_now(target, event, delivery.destination_key)
             if refusal is not None:
                 return refusal
         return lambda: self._notification(delivery, target, event)
+
+    async def _follow_up_refusal(
+        self, delivery: ClaimedDelivery, target: Target, event: Event
+    ) -> Unsent | None:
+        """Sale recovery's notices pass the gate again, and a reminder is sent only while
+        its purchase is still open: the store is asked whether it settled meanwhile."""
+        assert delivery.notification is not None
+        settled_by = None
+        if delivery.notification == Notice.REMINDER and event.purchase.transaction:
+            settled_by = await self._store.settling_event(
+                delivery.producer_id, event.purchase.transaction
+            )
+        now_ms = self._clock.now_ms()
+        return refusal_at_send(
+            self._config, target, event, delivery.notification, now_ms, settled_by
+        )
 
     async def _alert_email(self, delivery: ClaimedDelivery, alert: AlertTarget) -> Outgoing:
         # The destination's health as it is now: the failures that disabled it.
@@ -179,6 +207,8 @@ class AttemptRunner:
         self, delivery: ClaimedDelivery, target: Target, event: Event
     ) -> Outgoing:
         templates = self._templates.for_producer(target.producer.id)
+        notice = delivery.notification or notice_of(event.event)
+        whatsapp, expires_at_ms = message_options(self._config, target.affiliate, event, notice)
         notification = Notification(
             event=event,
             affiliate_code=target.affiliate_code,
@@ -188,6 +218,9 @@ class AttemptRunner:
             # A relay send-test, or Hotmart's own test button (product id 0).
             is_test=delivery.kind == DeliveryKind.TEST or event.is_test,
             message_id=delivery.message_id,
+            notification=notice,
+            whatsapp=whatsapp,
+            expires_at_ms=expires_at_ms,
         )
         if isinstance(target.destination, WebhookDestination):
             return WebhookMessage(

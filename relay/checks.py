@@ -11,6 +11,8 @@ from difflib import get_close_matches
 from pathlib import Path
 
 from relay.config import Config
+from relay.durations import duration_text
+from relay.hotmart import SETTLING_EVENTS
 from relay.render import default_templates_dir
 from relay.targets import TemplateSet
 
@@ -28,7 +30,7 @@ def config_warnings(config: Config) -> list[tuple[str, str]]:
     send are recorded as skipped, and a stray template file leaves the default in use.
     """
     known = _files_under(default_templates_dir())
-    found: list[tuple[str, str]] = []
+    found = _recovery_warnings(config)
     for p_index, producer in enumerate(config.producers):
         for a_index, affiliate in enumerate(producer.affiliates):
             if affiliate.buyer_data and not affiliate.destinations:
@@ -62,3 +64,38 @@ def _files_under(folder: Path) -> set[str]:
         if path.is_file()
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     }
+
+
+def recovery_notes(config: Config) -> list[str]:
+    """What an operator must know when sale recovery is on; check-config prints it."""
+    recovery = config.recovery
+    if recovery is None or not recovery.enabled:
+        return []
+    events = sorted(SETTLING_EVENTS)
+    notes = [
+        "sale recovery is on: in Hotmart's webhook settings, send "
+        f"{', '.join(events[:-1])} and {events[-1]} to this relay too, whether or not any "
+        "affiliate subscribes to them: they cancel reminders and bring the paid and "
+        "expired notices"
+    ]
+    if not recovery.slip_validity_s:
+        notes.append(
+            "recovery.slip_validity names no payment type: only Pix codes, which carry "
+            "their own expiry, get reminders"
+        )
+    return notes
+
+
+def _recovery_warnings(config: Config) -> list[tuple[str, str]]:
+    recovery = config.recovery
+    if recovery is None:
+        return []
+    return [
+        (
+            f"recovery.slip_validity.{kind}",
+            f"{duration_text(validity_s)} is not longer than recovery.remind_before "
+            f"({duration_text(recovery.remind_before_s)}): no {kind} slip ever gets a reminder",
+        )
+        for kind, validity_s in sorted(recovery.slip_validity_s.items())
+        if validity_s <= recovery.remind_before_s
+    ]

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from relay.checks import config_warnings, template_problems
+from relay.checks import config_warnings, recovery_notes, template_problems
 from relay.config import Config, ConfigError, load_config
 from relay.durations import parse_since_ms
 from relay.logs import LOG_FORMATS, LOG_LEVELS, install
-from relay.records import DeliveryStatus
+from relay.records import DeliveryStatus, Notice
 
 log = logging.getLogger("relay.cli")
 EXIT_OK = 0
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--channel", choices=["email", "webhook"])
     history.add_argument("--transaction", help="Hotmart transaction, e.g. HP1764271200123")
     history.add_argument("--hotmart-id", help="Hotmart's event id")
+    history.add_argument(
+        "--notification", choices=[n.value for n in Notice], help="what the delivery says"
+    )
     history.add_argument("--since", type=since, help="'2h' ago or an ISO date")
     history.add_argument("--before", type=positive_int, help="only ids below this (next page)")
     history.add_argument("--limit", type=positive_int, default=50)
@@ -85,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     toggle.add_argument("--enable", metavar="KEY", help="e.g. acme/Q58388177J/mail")
     toggle.add_argument("--disable", metavar="KEY")
     destinations.add_argument("--json", action="store_true")
+
+    recovery = command("recovery", "sale recovery: slips notified, paid, expired, time to pay")
+    recovery.add_argument("--since", type=since, help="slips since '7d' ago or an ISO date")
+    recovery.add_argument("--producer", metavar="ID", help="only this producer")
+    recovery.add_argument("--affiliate", metavar="CODE", help="only this affiliate")
+    recovery.add_argument("--json", action="store_true", help="machine-readable output")
 
     command("purge", "scrub buyer data older than storage.retention, keep delivery facts")
     backup = command("backup", "copy the store, consistently, while it is in use")
@@ -163,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    from relay.commands import history, maintain, operate
+    from relay.commands import history, maintain, operate, recovery
 
     if args.command == "check-config":
         return check_config(config)
@@ -178,6 +187,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         "replay": operate.replay,
         "send-test": operate.send_test,
         "destinations": operate.destinations,
+        "recovery": recovery.recovery,
         "purge": maintain.purge,
         "backup": maintain.backup,
     }
@@ -197,6 +207,11 @@ def check_config(config: Config, *, quiet: bool = False) -> int:
             log.warning("config: %s: %s", where, reason)
         else:
             print(f"warning: {where}: {reason}", file=sys.stderr)
+    for note in recovery_notes(config):
+        if quiet:
+            log.info("config: %s", note)
+        else:
+            print(f"note: {note}")
     if quiet:
         return EXIT_OK
     affiliates = sum(len(p.affiliates) for p in config.producers)

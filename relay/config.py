@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +26,7 @@ from relay.config_checks import check_http_url, cross_check, resolve_env, toml_b
 from relay.destination_ids import address_of, derived_id, id_problem
 from relay.durations import parse_duration_s
 from relay.hotmart import KNOWN_EVENTS, SLIP_EVENT
+from relay.hotmart_payment import PAYMENT_TYPES
 
 Duration = Annotated[float, BeforeValidator(parse_duration_s)]
 Flag = Annotated[bool, BeforeValidator(toml_bool)]  # every boolean key: true or false, nothing else
@@ -43,6 +46,9 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_RETENTION_S = 30 * 86400.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
+# Six hours leave the buyer most of a day's waking hours to pay once reminded, and an
+# affiliate time to write to them, even for a Pix code that lives only a day or two.
+DEFAULT_REMIND_BEFORE_S = 6 * 3600.0
 Locale = Literal["es", "pt", "en"]
 
 
@@ -188,6 +194,38 @@ class WebhookDestination(_DestinationModel):
 Destination = Annotated[EmailDestination | WebhookDestination, Field(discriminator="kind")]
 
 
+def _payment_type(kind: str) -> str:
+    if kind not in PAYMENT_TYPES:
+        hint = get_close_matches(kind.upper(), PAYMENT_TYPES, n=1)
+        suggestion = f"; did you mean {hint[0]}?" if hint else ""
+        raise ValueError(f"{kind!r} is not a Hotmart payment type{suggestion}")
+    return kind
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("a slip stays payable for some time: give a duration over 0")
+    return seconds
+
+
+PaymentType = Annotated[str, AfterValidator(_payment_type)]
+Validity = Annotated[Duration, AfterValidator(_positive)]
+
+
+class RecoveryConfig(_Model):
+    """`[recovery]`: sale recovery. Its presence turns it on (unless `enabled = false`)."""
+
+    enabled: Flag = True
+    remind_before_s: Duration = Field(DEFAULT_REMIND_BEFORE_S, alias="remind_before", gt=0)
+    # Payment type -> how long its slip stays payable after the order, for slips whose
+    # event carries no expiry (every one but Pix). A type not named gets no reminder.
+    slip_validity_s: dict[PaymentType, Validity] = Field(
+        default_factory=dict, alias="slip_validity"
+    )
+    notify_paid: Flag = True
+    notify_expired: Flag = False
+
+
 class AffiliateConfig(_Model):
     code: str = Field(min_length=1)
     name: str = ""
@@ -196,6 +234,7 @@ class AffiliateConfig(_Model):
     events: tuple[str, ...] = (SLIP_EVENT,)
     locale: Locale = "es"
     destinations: tuple[Destination, ...] = ()
+    recovery: Flag = True  # false: this affiliate gets no reminders or follow-ups
 
     @field_validator("products", mode="before")
     @classmethod
@@ -249,6 +288,7 @@ class Config(_Model):
     delivery: DeliveryConfig = DeliveryConfig()
     email: EmailConfig = EmailConfig()
     producers: tuple[ProducerConfig, ...] = Field(min_length=1)
+    recovery: RecoveryConfig | None = None  # sale recovery is off unless [recovery] is there
     # Where relative paths (sqlite_path, maildir, templates_dir) are anchored.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -330,6 +370,8 @@ def _describe(error: Any) -> tuple[str, str]:
         )
         if not is_tag:
             loc.append(str(part))
+    if loc and loc[-1] == "[key]":  # a mapping's key failed: the path ends at the key
+        loc.pop()
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         message = "unknown key"

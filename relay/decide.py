@@ -81,9 +81,23 @@ def decide(producer: ProducerConfig, event: Event) -> list[Decision]:
     return decisions
 
 
-def _judge(
+def judge_follow_up(
     affiliate: AffiliateConfig, destination: Destination, event: Event
 ) -> tuple[Outcome, str]:
+    """The gate for sale recovery's notices (reminder, paid, expired) about `event`.
+
+    The same privacy and scope checks as every notification, but no subscription: a
+    follow-up is about a slip the affiliate was sent, whatever event brings it.
+    """
+    refused = _not_permitted(affiliate, event)
+    if refused is not None:
+        return refused
+    if not destination.enabled:
+        return Outcome.SKIPPED, "destination disabled in config (enabled = false)"
+    return Outcome.DELIVER, "permitted: buyer_data = true, product in scope, sale recovery"
+
+
+def _not_permitted(affiliate: AffiliateConfig, event: Event) -> tuple[Outcome, str] | None:
     # Privacy first: these two checks must precede anything that could say "deliver".
     if not affiliate.buyer_data:
         return Outcome.WITHHELD, _NOT_PERMITTED
@@ -92,6 +106,15 @@ def _judge(
             Outcome.SKIPPED,
             f"product {event.product.id or '?'} is out of this affiliate's scope",
         )
+    return None
+
+
+def _judge(
+    affiliate: AffiliateConfig, destination: Destination, event: Event
+) -> tuple[Outcome, str]:
+    refused = _not_permitted(affiliate, event)
+    if refused is not None:
+        return refused
     if event.event not in affiliate.events:
         return Outcome.SKIPPED, f"event {event.event} is not subscribed"
     if not destination.enabled:

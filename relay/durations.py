@@ -36,6 +36,14 @@ def parse_duration_s(text: object) -> float:
     return seconds
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as a config writes it: '30d', '12h', '90s' (`storage.retention`...)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_since_ms(text: str, now_ms: int) -> int:
     """Turn "2h" (ago) or an ISO date/time into epoch milliseconds, for --since flags."""
     from datetime import UTC, datetime

@@ -53,6 +53,17 @@ KNOWN_EVENTS = frozenset(
         "CLUB_MODULE_COMPLETED",
     }
 )
+# Sale recovery reads these for every sale, whoever subscribed to them. Each tells how a
+# purchase ended (or moved on); after any of them a slip's reminder is no longer due.
+SETTLING_EVENTS = {
+    "PURCHASE_APPROVED": "paid",
+    "PURCHASE_COMPLETE": "paid",
+    "PURCHASE_CANCELED": "canceled",
+    "PURCHASE_EXPIRED": "expired",
+    "PURCHASE_REFUNDED": "refunded",
+}
+PAID_EVENTS = frozenset(name for name, word in SETTLING_EVENTS.items() if word == "paid")
+EXPIRED_EVENT = "PURCHASE_EXPIRED"
 # Hotmart sends one affiliate per sale; a body naming more than this is not a sale.
 MAX_AFFILIATES = 16
 
@@ -73,6 +84,11 @@ _V1_STATUS_EVENTS = {
     # Hotmart's own spelling (sic); no 2.0 event matches, so nobody subscribes to it.
     "wayting_payment": "PURCHASE_WAITING_PAYMENT",
 }
+
+
+def reminder_cancel_reason(settling_event: str) -> str:
+    """Why a reminder was cancelled: "paid before the reminder was due (PURCHASE_APPROVED)"."""
+    return f"{SETTLING_EVENTS[settling_event]} before the reminder was due ({settling_event})"
 
 
 class MalformedEvent(ValueError):

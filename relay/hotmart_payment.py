@@ -36,6 +36,29 @@ SLIP = "payment slip"
 NEUTRAL_METHODS = frozenset({CASH_SLIP, SLIP})
 
 _BOLETO_TYPES = frozenset({"BILLET", "FINANCED_BILLET"})
+# Every `payment.type` seen in real bodies or in Hotmart's documented enum (SPEC §2): what
+# `recovery.slip_validity` may name.
+PAYMENT_TYPES = frozenset(
+    {
+        "BILLET",
+        "CASH_PAYMENT",
+        "CREDIT_CARD",
+        "DIRECT_BANK_TRANSFER",
+        "DIRECT_DEBIT",
+        "FINANCED_BILLET",
+        "FINANCED_INSTALLMENT",
+        "GOOGLE_PAY",
+        "HOTCARD",
+        "HYBRID",
+        "MANUAL_TRANSFER",
+        "PAYPAL",
+        "PAYPAL_INTERNACIONAL",
+        "PICPAY",
+        "PIX",
+        "SAMSUNG_PAY",
+        "WALLET",
+    }
+)
 # Hotmart offers up to 12 installments; more than this is not a number of installments.
 MAX_INSTALLMENTS = 99
 # The v1 postback names no country, and a 2.0 body may send `checkout_country: {}`:

@@ -19,10 +19,12 @@ from aiohttp import web
 
 from relay.app_keys import RELAY
 from relay.config import Config, ProducerConfig
-from relay.decide import Decision, Outcome, decide
+from relay.decide import decide
 from relay.engine import Relay
 from relay.hotmart import Event, MalformedEvent, parse_json_event, parse_v1_postback
-from relay.outbox import STATUS_OF_OUTCOME, decided_rows, new_event
+from relay.outbox import decided_rows, new_event
+from relay.records import FOLLOW_UPS, DeliveryStatus, NewDelivery
+from relay.recovery import needs_facts, plan_rows
 from relay.store import StoreUnavailable
 
 log = logging.getLogger("relay.ingest")
@@ -129,23 +131,29 @@ async def _read_body(request: web.Request, limit: int, timeout_s: float) -> byte
 
 
 async def _commit(relay: Relay, producer: ProducerConfig, event: Event) -> web.Response:
-    decisions = decide(producer, event)
-    new = new_event(producer.id, event, decided_rows(decisions))
+    decided = decided_rows(decide(producer, event))
     try:
-        result = await relay.store.ingest(new, relay.clock.now_ms())
+        # Sale recovery: a paid or expired event follows up the slips its transaction
+        # sent, so what the store knows of them is read first.
+        facts = None
+        if needs_facts(relay.config, event):
+            facts = await relay.store.follow_up_facts(producer.id, event.purchase.transaction)
+        now_ms = relay.clock.now_ms()
+        rows = plan_rows(relay.config, producer, event, decided, facts, now_ms)
+        result = await relay.store.ingest(new_event(producer.id, event, rows), now_ms)
     except (StoreUnavailable, RuntimeError) as exc:
         log.error("store cannot commit event %s of %s: %s", event.id, producer.id, exc)
         relay.metrics.ingest_rejected(503)
         return _Rejected(503, "store unavailable", "not stored; send again").response()
     if result.deliveries:
         relay.wake_dispatcher()
-    relay.metrics.event_ingested(producer.id, event.event, result.status, new.deliveries)
+    relay.metrics.event_ingested(producer.id, event.event, result.status, rows)
     log.info(
         "event %s %s from %s: %s",
         event.id,
         event.event,
         producer.id,
-        _outcomes(result.status, decisions),
+        _outcomes(result.status, rows),
     )
     return web.json_response(
         {"status": result.status, "event_id": event.id, "deliveries": result.deliveries}
@@ -215,17 +223,20 @@ def _producer_for(config: Config, token: str) -> ProducerConfig | None:
     return found
 
 
-def _outcomes(status: str, decisions: list[Decision]) -> str:
-    """`accepted; K123/email pending, P000/email withheld`: ids, codes and statuses only."""
+def _outcomes(status: str, rows: tuple[NewDelivery, ...]) -> str:
+    """`accepted; K123/email pending, K123/email reminder pending, P000/email withheld`:
+    ids, codes and statuses only. Sale recovery's rows name what they are."""
     if status == "duplicate":
         return status
-    shown = [
-        "no affiliate"
-        if d.outcome is Outcome.IGNORED
-        else f"{d.affiliate_code}{'/' + d.channel if d.channel else ''} "
-        f"{STATUS_OF_OUTCOME[d.outcome].value}"
-        for d in decisions[:_DECISIONS_LOGGED]
-    ]
-    if len(decisions) > _DECISIONS_LOGGED:
-        shown.append(f"+{len(decisions) - _DECISIONS_LOGGED} more")
+    shown = [_outcome(row) for row in rows[:_DECISIONS_LOGGED]]
+    if len(rows) > _DECISIONS_LOGGED:
+        shown.append(f"+{len(rows) - _DECISIONS_LOGGED} more")
     return f"{status}; {', '.join(shown)}"
+
+
+def _outcome(row: NewDelivery) -> str:
+    if row.status is DeliveryStatus.IGNORED:
+        return "no affiliate"
+    where = f"{row.affiliate_code}{'/' + row.channel if row.channel else ''}"
+    notice = f" {row.notification.value}" if row.notification in FOLLOW_UPS else ""
+    return f"{where}{notice} {row.status.value}"

@@ -155,7 +155,7 @@ async def regrant(
             break
         regrants, redecided = plan_regrant(config, rows)
         replacements = [
-            Replacement(r.delivery_ids, r.event_row_id, decided_rows(r.decisions))
+            Replacement(r.delivery_ids, r.event_row_id, decided_rows(r.decisions, r.notice))
             for r in redecided
         ]
         result = await store.regrant(regrants, replacements, clock.now_ms())

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import replace
 
 from relay.config import Destination
 from relay.decide import Decision, Outcome
 from relay.destination_ids import destination_key
-from relay.hotmart import Event
-from relay.records import DeliveryKind, DeliveryStatus, NewDelivery, NewEvent
+from relay.hotmart import SLIP_EVENT, Event
+from relay.records import DeliveryKind, DeliveryStatus, NewDelivery, NewEvent, Notice
 
 STATUS_OF_OUTCOME = {
     Outcome.DELIVER: DeliveryStatus.PENDING,
@@ -31,8 +32,18 @@ def new_message_id() -> str:
     return f"msg_{secrets.token_hex(16)}"
 
 
-def decided_rows(decisions: Sequence[Decision]) -> tuple[NewDelivery, ...]:
-    """One row per decision, each with its own message id: at ingest, and for a late grant."""
+def notice_of(event_name: str) -> Notice:
+    """What a notification of this event says, unless sale recovery says more."""
+    return Notice.SLIP if event_name == SLIP_EVENT else Notice.EVENT
+
+
+def decided_rows(
+    decisions: Sequence[Decision], notice: Notice | None = None
+) -> tuple[NewDelivery, ...]:
+    """One row per decision, each with its own message id: at ingest, and for a late grant.
+
+    `notice`: what the rows say; None leaves it to `new_event`, which knows the event.
+    """
     return tuple(
         NewDelivery(
             status=STATUS_OF_OUTCOME[d.outcome],
@@ -41,6 +52,7 @@ def decided_rows(decisions: Sequence[Decision]) -> tuple[NewDelivery, ...]:
             affiliate_code=d.affiliate_code,
             destination_key=d.destination_key,
             channel=d.channel,
+            notification=notice,
         )
         for d in decisions
     )
@@ -73,6 +85,8 @@ def new_event(producer_id: str, event: Event, rows: tuple[NewDelivery, ...]) -> 
     """
     needs_buyer = any(r.status in (DeliveryStatus.PENDING, DeliveryStatus.WITHHELD) for r in rows)
     stored = event if needs_buyer else event.model_copy(update={"buyer": None})
+    notice = notice_of(event.event)
+    rows = tuple(r if r.notification else replace(r, notification=notice) for r in rows)
     return NewEvent(
         producer_id=producer_id,
         hotmart_id=event.id,

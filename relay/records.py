@@ -19,12 +19,30 @@ class DeliveryStatus(StrEnum):
     IGNORED = "ignored"  # the event named no affiliate
     # A withheld row decided again and replaced by rows per destination; its reason names them.
     SUPERSEDED = "superseded"
+    # A scheduled reminder no longer needed (the purchase was paid, canceled, refunded or
+    # expired first); its reason says which. Final: never sent, never replayed.
+    CANCELLED = "cancelled"
 
 
 class DeliveryKind(StrEnum):
     NOTIFICATION = "notification"
     TEST = "test"  # relay send-test
     ALERT = "alert"  # destination disabled: email to the producer
+
+
+class Notice(StrEnum):
+    """What a notification to an affiliate says (the webhook body's `notification`)."""
+
+    SLIP = "slip"  # a slip was printed: its link and code (PURCHASE_BILLET_PRINTED)
+    REMINDER = "reminder"  # sale recovery: the slip is still unpaid and expires soon
+    PAID = "paid"  # sale recovery: a slip notified to this affiliate was paid
+    EXPIRED = "expired"  # sale recovery: a slip notified to this affiliate expired unpaid
+    EVENT = "event"  # any other subscribed event, worded generically
+
+
+# Sale recovery's own notices: each follows a slip notified to the affiliate, none is an
+# event the affiliate subscribed to.
+FOLLOW_UPS = frozenset({Notice.REMINDER, Notice.PAID, Notice.EXPIRED})
 
 
 class Channel(StrEnum):
@@ -52,6 +70,10 @@ class NewDelivery:
     destination_key: str | None = None
     channel: str | None = None
     kind: DeliveryKind = DeliveryKind.NOTIFICATION
+    # What it says; None: what its event says (`relay.outbox.new_event` fills it in).
+    notification: Notice | None = None
+    # When a pending row falls due; None: at once. A reminder is due before its slip expires.
+    due_at_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +181,7 @@ class ClaimedDelivery:
     payload_json: str
     hotmart_id: str  # the event's id at Hotmart, for logs that follow one event
     lease_token: str  # this claim's fence: outcome writes present it
+    notification: Notice | None = None  # None for an alert
 
 
 @dataclass(frozen=True)
@@ -257,6 +280,7 @@ class HistoryFilter:
     statuses: tuple[str, ...] = ()  # any of these (the admin page's "sent" tab)
     until_ms: int | None = None  # created before this
     event_row_id: int | None = None  # the rows of one stored event
+    notification: str | None = None  # slip, reminder, paid, expired or event
 
 
 @dataclass(frozen=True)
@@ -280,6 +304,7 @@ class DeliveryRow:
     updated_at_ms: int
     event_row_id: int = 0  # the stored event's row id (the admin's events page)
     last_status_code: int | None = None  # HTTP status or SMTP reply of the last attempt
+    notification: str | None = None  # what it says (relay.records.Notice); None for an alert
 
 
 @dataclass(frozen=True)
@@ -395,3 +420,44 @@ class BackupFacts:
     deliveries: int
     size_bytes: int
     problems: tuple[str, ...]  # what `PRAGMA integrity_check` found; empty when sound
+
+
+# -- sale recovery (issue 11) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotifiedSlip:
+    """A slip row of a transaction that reached its destination, was sent at least once,
+    or is on its way there (queued or in flight); never one withheld or skipped."""
+
+    delivery_id: int
+    affiliate_code: str
+    destination_key: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class FollowUpFacts:
+    """What the store knows of one transaction when a paid or expired event arrives."""
+
+    notified: tuple[NotifiedSlip, ...] = ()  # oldest first
+    sent: frozenset[tuple[str, Notice]] = frozenset()  # (destination key, follow-up) rows made
+    paid: bool = False  # a PURCHASE_APPROVED or PURCHASE_COMPLETE is stored
+
+
+@dataclass(frozen=True)
+class RecoveryFigures:
+    """Slips notified to one affiliate (or, with `affiliate_code` None, all of a
+    producer's affiliates) and what became of them."""
+
+    producer_id: str
+    affiliate_code: str | None
+    notified: int  # transactions whose slip reached the affiliate (or was sent)
+    paid: int  # of those, approved or complete
+    expired: int  # of those, PURCHASE_EXPIRED and never paid
+    median_ms_to_pay: float | None  # from the slip to its payment, as the relay heard them
+
+    @property
+    def open(self) -> int:
+        """Neither paid nor expired (yet): still open, or canceled or refunded."""
+        return self.notified - self.paid - self.expired

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from relay.config import Config
 from relay.decide import Decision, Outcome, decide
 from relay.hotmart import Event
-from relay.records import DeliveryStatus, Regrant, WithheldRow
+from relay.outbox import notice_of
+from relay.records import DeliveryStatus, Notice, Regrant, WithheldRow
 
 AGAIN = "decided again: "
 
@@ -35,6 +36,7 @@ class Redecided:
     delivery_ids: tuple[int, ...]
     event_row_id: int
     decisions: tuple[Decision, ...]
+    notice: Notice  # what the new rows say: the slip, or the event
 
 
 def plan_regrant(
@@ -47,11 +49,12 @@ def plan_regrant(
     for row in rows:  # decide once per event and affiliate
         groups.setdefault((row.event_row_id, row.affiliate_code), []).append(row)
     for (event_row_id, code), group in groups.items():
-        decisions = _decisions(config, group[0], code)
-        if isinstance(decisions, str):
+        decided = _decisions(config, group[0], code)
+        if isinstance(decided, str):
             withheld = DeliveryStatus.WITHHELD
-            regrants += [Regrant(row.id, withheld, AGAIN + decisions) for row in group]
+            regrants += [Regrant(row.id, withheld, AGAIN + decided) for row in group]
             continue
+        event, decisions = decided
         by_key = {d.destination_key: d for d in decisions if d.destination_key}
         rest = []
         for row in group:
@@ -65,7 +68,8 @@ def plan_regrant(
         existing = group[0].event_keys  # the same for every row of one event and affiliate
         new = tuple(d for d in decisions if d.destination_key and d.destination_key not in existing)
         if any(d.outcome is Outcome.DELIVER for d in new):
-            replacements.append(Redecided(tuple(r.id for r in rest), event_row_id, new))
+            notice = notice_of(event.event)
+            replacements.append(Redecided(tuple(r.id for r in rest), event_row_id, new, notice))
             continue
         # Nothing to send: no new rows, only the new reason (the first one that applies).
         why = next((d.reason for d in new), None)
@@ -76,8 +80,8 @@ def plan_regrant(
     return regrants, replacements
 
 
-def _decisions(config: Config, row: WithheldRow, code: str) -> list[Decision] | str:
-    """This affiliate's decisions for the row's event now, or why there are none."""
+def _decisions(config: Config, row: WithheldRow, code: str) -> tuple[Event, list[Decision]] | str:
+    """The row's event and this affiliate's decisions for it now, or why there are none."""
     producer = config.producer(row.producer_id)
     if producer is None:
         return f"producer {row.producer_id} is no longer in the config"
@@ -85,7 +89,7 @@ def _decisions(config: Config, row: WithheldRow, code: str) -> list[Decision] | 
         event = Event.model_validate_json(row.payload_json)
     except ValidationError:
         return "its stored event cannot be read"
-    return [d for d in decide(producer, event) if d.affiliate_code == code]
+    return event, [d for d in decide(producer, event) if d.affiliate_code == code]
 
 
 def _in_place(row: WithheldRow, decision: Decision) -> Regrant:

@@ -23,7 +23,6 @@ from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader, TemplateNotFound,
 from relay.formatting import (
     LOCALES,
     TEST_TAGS,
-    event_title,
     format_amount,
     format_code,
     format_expiry,
@@ -34,24 +33,25 @@ from relay.formatting import (
     single_line,
 )
 from relay.hotmart import SLIP_EVENT, Affiliate, Buyer, Event, Payment, Product, Purchase
-from relay.hotmart_payment import NEUTRAL_METHODS
+from relay.notification import Notification as Notification
+from relay.notification import notification_context
+from relay.records import Notice
 from relay.sandbox import MAX_BODY_CHARS, MAX_SUBJECT_CHARS, join_bounded, make_environment
 from relay.sandbox import RenderError as RenderError
+from relay.whatsapp import whatsapp_number, whatsapp_url
 
 _TEMPLATE_EXTENSIONS = ("txt", "html", "json")
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One message for one affiliate: the event plus who receives it and how it reads."""
-
-    event: Event
-    affiliate_code: str
-    affiliate_name: str  # from config if set, else the event's affiliate name
-    producer_name: str
-    locale: str  # "es" | "pt" | "en"
-    is_test: bool  # relay send-test or Hotmart's test button: marked in subject, body, JSON
-    message_id: str  # stable id of the delivery ("msg_...")
+# The email templates of each notice: `<name>.<locale>.subject.txt`, `.txt` and `.html`.
+_EMAIL_TEMPLATES = {
+    Notice.SLIP: "billet_printed",
+    Notice.REMINDER: "reminder",
+    Notice.PAID: "paid",
+    Notice.EXPIRED: "expired",
+    Notice.EVENT: "generic",
+}
+# A prefilled WhatsApp message is a few lines; a Pix code (at most 1,024 characters when
+# parsed) and a slip link (2,048) still fit twice over. More is a template gone wrong.
+MAX_WHATSAPP_CHARS = 8192
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,8 @@ class Templates:
         """The subject, text and HTML for `n`, in its locale."""
         if n.locale not in LOCALES:
             raise RenderError(f"unknown locale {n.locale!r}; expected one of {', '.join(LOCALES)}")
-        kind = "billet_printed" if n.event.event == SLIP_EVENT else "generic"
-        base = f"{kind}.{n.locale}"
-        context = _notification_context(n)
+        base = f"{_EMAIL_TEMPLATES[n.notice]}.{n.locale}"
+        context = self._context(n)
         subject = single_line(self._render(f"{base}.subject.txt", context, MAX_SUBJECT_CHARS))
         tag = TEST_TAGS[n.locale]
         # Added here, not left to templates, so an override cannot make a test look real.
@@ -125,7 +124,7 @@ class Templates:
     def webhook_body(self, n: Notification) -> bytes:
         """The UTF-8 JSON body POSTed to a webhook destination, checked to parse."""
         name = "webhook.json"
-        body = self._render(name, _notification_context(n))
+        body = self._render(name, self._context(n))
         try:
             # NaN and Infinity parse in Python but not in most receivers: refuse them.
             json.loads(body, parse_constant=_reject_constant)
@@ -164,9 +163,23 @@ class Templates:
             try:
                 render()
             except RenderError as exc:
-                if str(exc) not in problems:
+                # One problem per place: trial data with and without a buyer can trip
+                # the same line in two ways ("Buyer has no attribute", "None has no...").
+                if _place(str(exc)) not in {_place(p) for p in problems}:
                     problems.append(str(exc))
         return problems
+
+    def _context(self, n: Notification) -> dict[str, Any]:
+        """What a notification's templates see, with the WhatsApp link when it has one."""
+        context = notification_context(n)
+        buyer = n.event.buyer
+        number = whatsapp_number(buyer.phone, n.event.purchase.buyer_country) if buyer else None
+        if n.whatsapp and number is not None:
+            # Rendered from its own template, so a producer can word it as they wish.
+            name = f"whatsapp.{n.locale}.txt"
+            message = self._render(name, context, MAX_WHATSAPP_CHARS).strip()
+            context["whatsapp_url"] = whatsapp_url(number, message)
+        return context
 
     def _render(self, name: str, context: dict[str, Any], max_chars: int = MAX_BODY_CHARS) -> str:
         """Render `name`, pulling its output piece by piece and stopping at `max_chars`."""
@@ -220,37 +233,24 @@ class Templates:
         return min(names, key=len, default=None)
 
 
-def _notification_context(n: Notification) -> dict[str, Any]:
-    event = n.event
-    payment = event.payment
-    country = event.purchase.buyer_country
-    return {
-        "event": event,
-        "product": event.product,
-        "purchase": event.purchase,
-        "payment": payment,
-        "buyer": event.buyer,
-        "affiliate_code": n.affiliate_code,
-        "affiliate_name": n.affiliate_name,
-        "producer_name": n.producer_name,
-        "locale": n.locale,
-        "is_test": n.is_test,
-        "message_id": n.message_id,
-        # The brand (Boleto, OXXO...); empty for a neutral name, which templates word
-        # in their own language ("Ficha de pago", "Guia de pagamento").
-        "method": "" if payment.method in NEUTRAL_METHODS else payment.method or "",
-        "event_title": event_title(event.event, n.locale),
-        "amount": format_amount(event.purchase.price, event.purchase.currency, n.locale),
-        "formatted_code": format_code(payment.slip_code, payment.method),
-        "expires_at": format_expiry(payment.expires_at_ms, country, n.locale),
-        "buyer_phone": format_phone(event.buyer.phone, country) if event.buyer else "",
-        "slip_link": http_url(payment.slip_url),
-        "qr_link": http_url(payment.pix_qrcode),
-    }
+def _place(problem: str) -> str:
+    """`billet_printed.en.txt: line 2` of a problem, or its file alone when it has no line."""
+    parts = problem.split(": ", 2)
+    return ": ".join(parts[:2]) if len(parts) > 1 and parts[1].startswith("line ") else parts[0]
 
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# The event each notice is sent for, in a trial render.
+_TRIAL_EVENTS = {
+    Notice.SLIP: SLIP_EVENT,
+    Notice.REMINDER: SLIP_EVENT,
+    Notice.PAID: "PURCHASE_APPROVED",
+    Notice.EXPIRED: "PURCHASE_EXPIRED",
+    Notice.EVENT: "PURCHASE_APPROVED",
+}
 
 
 def _trial_renders(templates: Templates) -> Iterator[Callable[[], object]]:
@@ -263,32 +263,39 @@ def _trial_renders(templates: Templates) -> Iterator[Callable[[], object]]:
         expires_at_ms=1_764_357_600_000,
     )
     buyer = Buyer(name="Sample buyer", email="buyer@example.com", phone="+52 55 0000 0000")
-    # Two variants so both sides of the usual `if is_test` and `if buyer` branches run.
-    for event_name, is_test, maybe_buyer in (
-        (SLIP_EVENT, True, buyer),
-        ("PURCHASE_APPROVED", False, None),
-    ):
-        event = Event(
-            id="check-config",
-            event=event_name,
-            created_at_ms=1_764_271_200_000,
-            product=Product(id="1", ucode="check-config", name="Sample product"),
-            affiliates=(Affiliate(code="A0000000000", name="Sample affiliate"),),
-            buyer=maybe_buyer,
-            purchase=Purchase(
-                transaction="HP0000000001",
-                status="BILLET_PRINTED",
-                price=Decimal("499.00"),
-                currency="MXN",
-                country_iso="MX",
-            ),
-            payment=payment,
-        )
-        for locale in LOCALES:
-            n = Notification(
-                event, "A0000000000", "Sample affiliate", "Sample", locale, is_test, "m"
+    # Every notice's templates, the WhatsApp message with them; two variants of each so
+    # both sides of the usual `if is_test` and `if buyer` branches run.
+    for notice, event_name in _TRIAL_EVENTS.items():
+        for is_test, maybe_buyer in ((True, buyer), (False, None)):
+            event = Event(
+                id="check-config",
+                event=event_name,
+                created_at_ms=1_764_271_200_000,
+                product=Product(id="1", ucode="check-config", name="Sample product"),
+                affiliates=(Affiliate(code="A0000000000", name="Sample affiliate"),),
+                buyer=maybe_buyer,
+                purchase=Purchase(
+                    transaction="HP0000000001",
+                    status="BILLET_PRINTED",
+                    price=Decimal("499.00"),
+                    currency="MXN",
+                    country_iso="MX",
+                ),
+                payment=payment,
             )
-            yield partial(templates.email, n)
-        yield partial(templates.webhook_body, n)
+            for locale in LOCALES:
+                n = Notification(
+                    event,
+                    "A0000000000",
+                    "Sample affiliate",
+                    "Sample",
+                    locale,
+                    is_test,
+                    "m",
+                    notification=notice,
+                    whatsapp=True,
+                )
+                yield partial(templates.email, n)
+            yield partial(templates.webhook_body, n)
     alert = DestinationAlert("Sample", "sample/A0000000000/0", "email a@example.com", "timeout", 20)
     yield partial(templates.alert_email, alert)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
+from relay.durations import duration_text
 from relay.hotmart import Event
 from relay.hotmart_payment import Payment
 from relay.records import ScrubbedEvent, ScrubCandidate
@@ -72,20 +73,12 @@ class PurgeReport:
         text = (
             f"scrubbed buyer data from {self.events} event(s) and {self.attempts} attempt(s) "
             f"received before {before:%Y-%m-%d %H:%M:%S} UTC "
-            f"(storage.retention = {retention_text(retention_s)})"
+            f"(storage.retention = {duration_text(retention_s)})"
         )
         if not self.erased:
             text += "; the store's files still hold old copies: another process kept the "
             text += "WAL busy, so run `relay purge` again"
         return text
-
-
-def retention_text(seconds: float) -> str:
-    """`storage.retention` as it is usually written: '30d', '12h', '90s'."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def scrubbed_payload(candidate: ScrubCandidate) -> str:

@@ -34,6 +34,7 @@ WEBHOOK_BODY_KEYS = frozenset(
         "payment",
         "buyer",
         "test",
+        "notification",  # slip, reminder, paid, expired or event (sale recovery)
     }
 )
 WEBHOOK_PAYMENT_KEYS = frozenset(

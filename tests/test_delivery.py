@@ -313,6 +313,8 @@ async def test_webhook_body_has_the_spec_keys(
     assert set(body) == WEBHOOK_BODY_KEYS  # what arrives is the whole SPEC body
     assert set(body["payment"]) == WEBHOOK_PAYMENT_KEYS
     assert body["buyer"]["email"] == "maria.gonzalez@example.com"
+    assert body["notification"] == "slip"
+    assert body["buyer"]["whatsapp_url"] is None  # sale recovery is off: no [recovery]
 
 
 async def test_one_slow_destination_cannot_take_every_slot(

@@ -327,6 +327,7 @@ def test_webhook_body_has_exactly_the_documented_keys(templates: Templates) -> N
         "event_id": "6d2b4c1e-0a3f-4e0b-9c1d-7f5e2a9b8c01",
         "occurred_at": "2025-11-27T19:20:00Z",
         "test": False,
+        "notification": "slip",
         "affiliate": {"code": "K12345678M", "name": "Lucía Fernández"},
         "product": {
             "id": "3012345",
@@ -352,6 +353,7 @@ def test_webhook_body_has_exactly_the_documented_keys(templates: Templates) -> N
             "name": "María González",
             "email": "maria.gonzalez@example.com",
             "phone": "+52 55 1234 5678",
+            "whatsapp_url": None,  # only with sale recovery
         },
     }
 
@@ -367,7 +369,7 @@ def test_webhook_body_key_sets_for_every_fixture(templates: Templates, fixture: 
     assert set(body["purchase"]) == {"transaction", "status", "price", "country"}
     assert set(body["purchase"]["price"]) == {"value", "currency"}
     assert set(body["payment"]) == WEBHOOK_PAYMENT_KEYS
-    assert set(body["buyer"]) == {"name", "email", "phone"}
+    assert set(body["buyer"]) == {"name", "email", "phone", "whatsapp_url"}
     assert body["payment"]["method"] == EXPECTED[fixture]["method"]
 
 
@@ -390,7 +392,7 @@ def test_webhook_price_is_an_exact_number_and_missing_buyer_is_null(
     assert '"value": 189900.10,' in raw  # the Decimal's own digits, never a float's
     body = json.loads(raw, parse_float=Decimal)
     assert body["purchase"]["price"]["value"] == Decimal("189900.10")
-    assert body["buyer"] == {"name": None, "email": None, "phone": None}
+    assert body["buyer"] == {"name": None, "email": None, "phone": None, "whatsapp_url": None}
 
 
 def test_webhook_survives_hostile_data(templates: Templates) -> None:

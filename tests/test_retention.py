@@ -24,6 +24,7 @@ from aiohttp import web
 from relay.alerts import DestinationDisabled
 from relay.config import Config
 from relay.decide import decide
+from relay.durations import duration_text
 from relay.engine import open_relay, running
 from relay.hotmart import Event, parse_json_event
 from relay.hotmart_payment import Payment
@@ -45,7 +46,6 @@ from relay.retention import (
     SCRUBBED_PAYMENT_FIELDS,
     PurgeReport,
     purge,
-    retention_text,
     run_daily,
     scrubbed_payload,
 )
@@ -200,7 +200,7 @@ def test_a_payload_that_does_not_parse_becomes_the_bare_event_its_row_names() ->
 
 
 def test_retention_is_said_as_it_is_written() -> None:
-    assert [retention_text(s) for s in (30 * 86400, 12 * 3600, 5 * 60, 90, 0.5)] == [
+    assert [duration_text(s) for s in (30 * 86400, 12 * 3600, 5 * 60, 90, 0.5)] == [
         "30d",
         "12h",
         "5m",

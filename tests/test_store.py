@@ -72,8 +72,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     assert conn.execute("SELECT version FROM schema_version").fetchall() == [
         (version,) for version, _ in load_migrations(SQL_DIR)
     ]
-    # 6 is sale recovery's, landing beside the admin page's 7 (issue 8).
-    assert [version for version, _ in load_migrations(SQL_DIR)] == [1, 2, 3, 4, 5, 6]
+    assert [version for version, _ in load_migrations(SQL_DIR)] == [1, 2, 3, 4, 5, 6, 7]
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     conn.close()
 

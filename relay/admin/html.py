@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 
 from relay.admin.state import HERE, SESSION, admin_of, relay_of
-from relay.retention import retention_text
+from relay.durations import duration_text
 
 
 def page_templates() -> jinja2.Environment:
@@ -54,7 +54,7 @@ def render(
     html = admin.templates.get_template(template).render(
         csrf=admin.keys.csrf_token(session) if session else "",
         signed_in=session is not None,
-        retention=retention_text(config.storage.retention_s),
+        retention=duration_text(config.storage.retention_s),
         path=request.path,
         **context,
     )

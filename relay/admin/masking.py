@@ -4,7 +4,8 @@ The admin page shows an event's buyer, and every attempt's payload and response,
 quote the buyer too (a webhook body's `buyer`, an email's greeting, a receiver echoing
 what it got). Until the operator clicks "reveal" (a POST, logged), each of those values
 is replaced wherever it appears, in the forms a payload writes it: as sent, JSON-escaped
-(`Luc\\u00eda`), HTML-escaped, and a phone as the templates format it or as digits.
+(`Luc\\u00eda`), HTML-escaped, and a phone as the templates format it, as digits, or in
+the international form of a WhatsApp link.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from relay.formatting import format_phone
 from relay.hotmart import Buyer, Event
+from relay.whatsapp import whatsapp_number
 
 MASK = "•••"
 _BUYER_FIELDS = ("name", "email", "phone")
@@ -42,6 +44,8 @@ def hidden_values(buyer: Buyer | None, country_iso: str = "") -> list[str]:
     found.update((phone, format_phone(phone, country_iso)))
     if len(digits) >= _MIN_PHONE_DIGITS:
         found.add(digits)
+    # Sale recovery's wa.me link writes it with its country code joined on.
+    found.add(whatsapp_number(phone, country_iso) or "")
     spelled = {form for value in found if value for form in _spellings(value)}
     return sorted(spelled, key=lambda value: (-len(value), value))
 

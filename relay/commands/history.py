@@ -17,7 +17,17 @@ from relay.store.backend import open_store
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
-_COLUMNS = ("ID", "WHEN (UTC)", "STATUS", "EVENT", "AFFILIATE", "CHANNEL", "TRIES", "REASON")
+_COLUMNS = (
+    "ID",
+    "WHEN (UTC)",
+    "STATUS",
+    "EVENT",
+    "NOTICE",
+    "AFFILIATE",
+    "CHANNEL",
+    "TRIES",
+    "REASON",
+)
 
 
 def when(ms: int | None) -> str:
@@ -38,6 +48,7 @@ async def history(config: Config, args: argparse.Namespace) -> int:
         limit=args.limit,
         transaction_code=args.transaction,
         hotmart_id=args.hotmart_id,
+        notification=args.notification,
     )
     async with open_store(config) as store:
         page = await history_page(store, query)
@@ -60,6 +71,7 @@ def format_table(rows: list[DeliveryRow]) -> str:
             when(r.created_at_ms),
             r.status,
             r.event_name,
+            r.notification or "-",
             r.affiliate_code or "-",
             r.channel or "-",
             str(r.attempts),
@@ -93,7 +105,8 @@ async def show(config: Config, args: argparse.Namespace) -> int:
         print(json.dumps(asdict(detail), indent=2))
         return EXIT_OK
     d = detail.delivery
-    print(f"delivery {d.id} ({d.kind}): {d.status}")
+    says = f", {d.notification}" if d.notification else ""
+    print(f"delivery {d.id} ({d.kind}{says}): {d.status}")
     print(f"  reason:       {_reason(d)}")
     print(
         f"  event:        {d.event_name} {d.hotmart_id} (transaction {d.transaction_code or '-'})"

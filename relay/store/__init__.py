@@ -42,6 +42,7 @@ from relay.records import (
     DeliveryStatus,
     DestinationHealth,
     EventRecord,
+    FollowUpFacts,
     HealthChange,
     HistoryFilter,
     IngestResult,
@@ -49,6 +50,7 @@ from relay.records import (
     NewAuditEntry,
     NewEvent,
     QueueGauges,
+    RecoveryFigures,
     Regrant,
     RegrantResult,
     Replacement,
@@ -82,7 +84,13 @@ class Store(Protocol):
         """Commit the event and all its decision rows in one transaction, durably (it
         survives a power loss), or raise. Idempotent on (producer, Hotmart id): a second
         ingest answers `duplicate` with the first one's row id and adds nothing.
-        Pending rows are due at `now_ms`. Concurrent ingests may share one commit."""
+        Pending rows are due at `now_ms`, or at their `due_at_ms` (a reminder); only the
+        first count in `IngestResult.deliveries`. Concurrent ingests may share one commit.
+
+        Sale recovery, in the same transaction, so the order events arrive in never
+        matters: an event of `SETTLING_EVENTS` cancels the reminders of its (producer,
+        transaction) still pending and not in flight, with the reason; a reminder of a
+        transaction for which such an event is already stored is stored cancelled."""
         ...
 
     async def claim_due(
@@ -271,4 +279,29 @@ class Store(Protocol):
         """Copy the store into `target`, an existing empty file, as of one moment: every
         transaction committed before it and none after, while writers carry on. The copy
         stands alone (one file) and is checked; `BackupFacts.problems` says what is wrong."""
+        ...
+
+    # -- sale recovery (issue 11) ---------------------------------------------------
+
+    async def follow_up_facts(self, producer_id: str, transaction_code: str) -> FollowUpFacts:
+        """The transaction's slip rows that were delivered, sent at least once or are on
+        their way (pending), the paid and expired notices it has already made, and
+        whether it was paid."""
+        ...
+
+    async def settling_event(self, producer_id: str, transaction_code: str) -> str | None:
+        """The name of the first stored event that settled the transaction, if any."""
+        ...
+
+    async def recovery_figures(
+        self,
+        since_ms: int,
+        *,
+        producer_id: str | None = None,
+        affiliate_code: str | None = None,
+    ) -> list[RecoveryFigures]:
+        """For each affiliate of each producer, then each producer as a whole (its row's
+        `affiliate_code` is None): the slips notified since `since_ms`, once per
+        transaction, and what became of them. Reads only the slips of the window through
+        an index, and each one's outcome by its transaction: never the whole history."""
         ...

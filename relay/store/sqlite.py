@@ -38,6 +38,7 @@ from relay.records import (
     DeliveryStatus,
     DestinationHealth,
     EventRecord,
+    FollowUpFacts,
     HealthChange,
     HistoryFilter,
     IngestResult,
@@ -45,6 +46,7 @@ from relay.records import (
     NewAuditEntry,
     NewEvent,
     QueueGauges,
+    RecoveryFigures,
     Regrant,
     RegrantResult,
     Replacement,
@@ -57,6 +59,7 @@ from relay.records import (
 from relay.store import StoreRejected, StoreUnavailable
 from relay.store import sqlite_history as browse
 from relay.store import sqlite_maintenance as maintenance
+from relay.store import sqlite_recovery as recovery
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
@@ -434,3 +437,22 @@ class SqliteStore:
         finally:
             await asyncio.to_thread(copy.close)
         return await asyncio.to_thread(maintenance.finish_copy, target)
+
+    # -- sale recovery (issue 11) ---------------------------------------------------
+
+    async def follow_up_facts(self, producer_id: str, transaction_code: str) -> FollowUpFacts:
+        return await self.run(lambda c: recovery.follow_up_facts(c, producer_id, transaction_code))
+
+    async def settling_event(self, producer_id: str, transaction_code: str) -> str | None:
+        return await self.run(lambda c: recovery.settling_event(c, producer_id, transaction_code))
+
+    async def recovery_figures(
+        self,
+        since_ms: int,
+        *,
+        producer_id: str | None = None,
+        affiliate_code: str | None = None,
+    ) -> list[RecoveryFigures]:
+        return await self.run(
+            lambda c: recovery.recovery_figures(c, since_ms, producer_id, affiliate_code)
+        )

@@ -30,6 +30,7 @@ _CONDITIONS = {
     "event_name": "history_event_name",
     "channel": "history_channel",
     "producer_id": "history_producer",
+    "notification": "history_notification",
     "before_id": "history_before",
     "event_row_id": "history_event_row",
     "transaction_code": "history_transaction",

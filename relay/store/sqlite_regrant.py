@@ -130,6 +130,7 @@ def _replace(
                 "message_id": new.message_id,
                 "next_attempt_at_ms": now_ms if new.status == DeliveryStatus.PENDING else None,
                 "now_ms": now_ms,
+                "notification": new.notification,
             },
         ).fetchone()
         if row is not None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from relay.hotmart import SETTLING_EVENTS, reminder_cancel_reason
 from relay.records import (
     AttemptRecord,
     AttemptResolution,
@@ -27,6 +28,7 @@ from relay.records import (
     NewAlert,
     NewDelivery,
     NewEvent,
+    Notice,
     UnreadableRow,
 )
 from relay.store import StoreRejected
@@ -45,6 +47,7 @@ SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
 Q = load_queries(SQL_DIR / "queries.sql")
 ALERT_SOURCE = "relay"  # the `source` of an alert's event: the relay itself, not Hotmart
+SETTLING_JSON = json.dumps(sorted(SETTLING_EVENTS))
 
 
 def named_rows(
@@ -140,6 +143,7 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
         existing = conn.execute(Q["find_event"], params).fetchone()
         return IngestResult("duplicate", int(existing[0]), 0)
     event_row_id = int(row[0])
+    deliveries = _settle_reminders(conn, event, now_ms)
     conn.executemany(
         Q["insert_delivery"],
         [
@@ -154,14 +158,45 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
                 "status": d.status.value,
                 "reason": d.reason,
                 "message_id": d.message_id,
-                "next_attempt_at_ms": now_ms if d.status == DeliveryStatus.PENDING else None,
+                "next_attempt_at_ms": (d.due_at_ms or now_ms)
+                if d.status == DeliveryStatus.PENDING
+                else None,
                 "now_ms": now_ms,
+                "notification": d.notification,
             }
-            for d in event.deliveries
+            for d in deliveries
         ],
     )
-    sendable = sum(1 for d in event.deliveries if d.status == DeliveryStatus.PENDING)
+    # What goes out now; a reminder is scheduled, and counted when it falls due.
+    sendable = sum(
+        1 for d in deliveries if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
+    )
     return IngestResult(event.outcome, event_row_id, sendable)
+
+
+def _settle_reminders(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> list[NewDelivery]:
+    """Sale recovery's bookkeeping, in the ingest transaction, so that the order events
+    arrive in never matters: a settling event cancels its transaction's reminders still
+    waiting, and a reminder of a purchase that settled first is stored cancelled."""
+    rows = list(event.deliveries)
+    if not event.transaction_code:
+        return rows
+    sale = {"producer_id": event.producer_id, "transaction_code": event.transaction_code}
+    if event.event_name in SETTLING_EVENTS:
+        reason = reminder_cancel_reason(event.event_name)
+        conn.execute(Q["cancel_reminders"], {**sale, "reason": reason, "now_ms": now_ms})
+    if any(d.notification == Notice.REMINDER for d in rows):
+        settled = conn.execute(Q["settling_event"], {**sale, "settling": SETTLING_JSON}).fetchone()
+        if settled is not None:
+            cancelled = DeliveryStatus.CANCELLED
+            reason = reminder_cancel_reason(settled[0])
+            rows = [
+                replace(d, status=cancelled, reason=reason, due_at_ms=None)
+                if d.notification == Notice.REMINDER
+                else d
+                for d in rows
+            ]
+    return rows
 
 
 def insert_alert(conn: sqlite3.Connection, alert: NewAlert, now_ms: int) -> None:
@@ -264,6 +299,8 @@ def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
         return f"cannot be read: unknown kind {str(row['kind'])[:40]!r}"
     if row["channel"] not in channels:
         return f"cannot be read: unknown channel {str(row['channel'])[:40]!r}"
+    if row["notification"] is not None and row["notification"] not in {n.value for n in Notice}:
+        return f"cannot be read: unknown notification {str(row['notification'])[:40]!r}"
     if not row["destination_key"]:
         return "cannot be read: no destination"
     if not row["payload_is_json"]:
@@ -282,6 +319,7 @@ def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
         payload_json=row["payload_json"],
         hotmart_id=row["hotmart_id"],
         lease_token=row["lease_token"],
+        notification=None if row["notification"] is None else Notice(row["notification"]),
     )
 
 

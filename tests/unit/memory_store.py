@@ -30,6 +30,7 @@ from relay.records import (
     IngestResult,
     NewAlert,
     NewEvent,
+    Notice,
     WriteHealth,
 )
 
@@ -55,6 +56,7 @@ class Row:
     lease_token: str | None = None
     lease_owner: str | None = None
     last_error: str = ""
+    notification: Notice | None = None
 
     def claimed(self) -> ClaimedDelivery:
         assert self.lease_token is not None
@@ -72,6 +74,7 @@ class Row:
             payload_json=self.payload_json,
             hotmart_id=self.hotmart_id,
             lease_token=self.lease_token,
+            notification=self.notification,
         )
 
 
@@ -116,9 +119,16 @@ class MemoryStore:
                 payload_json=event.payload_json,
                 status=new.status,
                 reason=new.reason,
-                next_attempt_at_ms=now_ms if new.status == DeliveryStatus.PENDING else None,
+                next_attempt_at_ms=(new.due_at_ms or now_ms)
+                if new.status == DeliveryStatus.PENDING
+                else None,
+                notification=new.notification,
             )
-        sendable = sum(1 for d in event.deliveries if d.status == DeliveryStatus.PENDING)
+        sendable = sum(
+            1
+            for d in event.deliveries
+            if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
+        )
         # This fake keeps no event rows: an event is known by its first delivery's id.
         return IngestResult(event.outcome, first_id, sendable)
 

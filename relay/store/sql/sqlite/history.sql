@@ -19,7 +19,7 @@ ORDER BY d.id DESC LIMIT :limit
 SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.destination_key,
        d.channel, d.event_name, e.hotmart_id, e.transaction_code, d.message_id, d.attempts,
        d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms,
-       d.event_id AS event_row_id,
+       d.event_id AS event_row_id, d.notification,
        (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id
         ORDER BY a.attempt_no DESC, a.id DESC LIMIT 1) AS last_status_code
 FROM deliveries d JOIN events e ON e.id = d.event_id
@@ -44,6 +44,9 @@ d.channel = :channel
 
 -- name: history_producer
 d.producer_id = :producer_id
+
+-- name: history_notification
+d.notification = :notification
 
 -- name: history_before
 d.id < :before_id

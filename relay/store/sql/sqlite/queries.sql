@@ -16,9 +16,10 @@ SELECT id FROM events WHERE producer_id = :producer_id AND hotmart_id = :hotmart
 -- name: insert_delivery
 INSERT INTO deliveries (event_id, kind, producer_id, affiliate_code, destination_key, channel,
                         event_name, status, reason, message_id, next_attempt_at_ms,
-                        created_at_ms, updated_at_ms)
+                        created_at_ms, updated_at_ms, notification)
 VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :channel,
-        :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms);
+        :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms,
+        :notification);
 
 -- name: skip_disabled_due
 -- A row in flight is left to its holder, whose outcome write settles it. An alert is
@@ -77,7 +78,8 @@ RETURNING id;
 -- read is failed inside the claim instead of killing it.
 SELECT d.id, d.kind, d.producer_id, d.affiliate_code, d.destination_key, d.channel,
        d.event_name, d.message_id, d.attempts, d.replayed_after, d.lease_token,
-       e.hotmart_id, json_valid(e.payload_json) AS payload_is_json, e.payload_json
+       e.hotmart_id, json_valid(e.payload_json) AS payload_is_json, e.payload_json,
+       d.notification
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.id IN (SELECT value FROM json_each(:ids))
 ORDER BY d.next_attempt_at_ms, d.id;
@@ -173,7 +175,7 @@ FROM destinations ORDER BY key;
 SELECT d.id, d.kind, d.status, d.reason, d.producer_id, d.affiliate_code, d.destination_key,
        d.channel, d.event_name, e.hotmart_id, e.transaction_code, d.message_id, d.attempts,
        d.next_attempt_at_ms, d.last_error, d.created_at_ms, d.updated_at_ms,
-       d.event_id AS event_row_id, e.payload_json,
+       d.event_id AS event_row_id, e.payload_json, d.notification,
        (SELECT a.status_code FROM attempts a WHERE a.delivery_id = d.id
         ORDER BY a.attempt_no DESC, a.id DESC LIMIT 1) AS last_status_code
 FROM deliveries d JOIN events e ON e.id = d.event_id
@@ -294,6 +296,8 @@ SELECT d.id, d.event_id AS event_row_id, d.producer_id, d.affiliate_code, d.dest
           AND o.kind = 'notification' AND o.destination_key IS NOT NULL) AS event_keys
 FROM deliveries d JOIN events e ON e.id = d.event_id
 WHERE d.status = 'withheld' AND d.kind = 'notification'
+  -- A reminder or follow-up withheld when it fell due is not sent late: it had its moment.
+  AND (d.notification IS NULL OR d.notification IN ('slip', 'event'))
   AND (:before_id IS NULL OR d.id < :before_id)
   AND (:ids IS NULL OR d.id IN (SELECT value FROM json_each(:ids)))
   AND (:since_ms IS NULL OR d.created_at_ms >= :since_ms)
@@ -321,9 +325,9 @@ ORDER BY id;
 -- A new row of an old event, unless that event already has one for this destination.
 INSERT INTO deliveries (event_id, kind, producer_id, affiliate_code, destination_key, channel,
                         event_name, status, reason, message_id, next_attempt_at_ms,
-                        created_at_ms, updated_at_ms)
+                        created_at_ms, updated_at_ms, notification)
 SELECT e.id, :kind, e.producer_id, :affiliate_code, :destination_key, :channel, e.event_name,
-       :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms
+       :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms, :notification
 FROM events e
 WHERE e.id = :event_id
   AND NOT EXISTS (SELECT 1 FROM deliveries o
@@ -362,3 +366,99 @@ WHERE id = :id AND scrubbed_at_ms IS NULL
 -- headers). Outcome, status code, latency, times and the reason stay.
 UPDATE attempts SET request_payload = '', response_excerpt = '', response_headers = '{}'
 WHERE delivery_id IN (SELECT id FROM deliveries WHERE event_id = :id);
+
+-- Sale recovery (issue 11) ---------------------------------------------------------------
+
+-- name: settling_event
+-- The first event that settled a purchase (paid, canceled, expired, refunded): after it,
+-- none of the transaction's reminders is due. Through events_by_transaction.
+SELECT event_name FROM events
+WHERE producer_id = :producer_id AND transaction_code = :transaction_code
+  AND event_name IN (SELECT value FROM json_each(:settling))
+ORDER BY id
+LIMIT 1;
+
+-- name: cancel_reminders
+-- A purchase settled: the reminders of its transaction still waiting are not needed. One
+-- in flight is left to its attempt, which looks for the settling event before it sends.
+UPDATE deliveries
+SET status = 'cancelled', reason = :reason, next_attempt_at_ms = NULL, lease_until_ms = NULL,
+    lease_token = NULL, lease_owner = NULL, updated_at_ms = :now_ms
+WHERE id IN (
+    -- From the transaction's few events to their rows, not from every pending row.
+    SELECT d.id FROM events e JOIN deliveries d INDEXED BY deliveries_by_event
+        ON d.event_id = e.id
+    WHERE e.producer_id = :producer_id AND e.transaction_code = :transaction_code
+      AND d.notification = 'reminder' AND d.status = 'pending'
+      AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= :now_ms)
+);
+
+-- name: transaction_notices
+-- The slip, paid and expired notices of one transaction and where they went, oldest first.
+SELECT d.id, d.affiliate_code, d.destination_key, d.channel, d.notification, d.status,
+       d.attempts
+FROM events e JOIN deliveries d ON d.event_id = e.id
+WHERE e.producer_id = :producer_id AND e.transaction_code = :transaction_code
+  AND d.kind = 'notification' AND d.destination_key IS NOT NULL
+  AND d.notification IN ('slip', 'paid', 'expired')
+ORDER BY d.id;
+
+-- name: recovery_figures
+-- For each affiliate of each producer, and for each producer as a whole (affiliate NULL):
+-- the slips notified since :since_ms (delivered, or sent at least once), counted once per
+-- transaction from when the relay first heard of it; how many were paid, how many expired
+-- unpaid; and the median time from the slip to its payment. The slips come from the
+-- partial index deliveries_slip_notices (INDEXED BY: should it ever not serve, this fails
+-- loudly instead of reading the whole history); each outcome is a look-up in
+-- events_by_transaction. The median is the middle row (or the mean of the middle two).
+WITH slips AS (
+    SELECT d.producer_id, d.affiliate_code, e.transaction_code,
+           MIN(e.received_at_ms) AS slip_at_ms
+    FROM deliveries d INDEXED BY deliveries_slip_notices JOIN events e ON e.id = d.event_id
+    WHERE d.notification = 'slip' AND d.kind = 'notification'
+      AND d.created_at_ms >= :since_ms
+      AND (d.status = 'delivered' OR d.attempts > 0)
+      AND e.transaction_code != ''
+      AND (:producer_id IS NULL OR d.producer_id = :producer_id)
+      AND (:affiliate_code IS NULL OR d.affiliate_code = :affiliate_code)
+    GROUP BY d.producer_id, d.affiliate_code, e.transaction_code
+),
+outcomes AS (
+    SELECT s.producer_id, s.affiliate_code, s.slip_at_ms,
+           (SELECT MIN(p.received_at_ms) FROM events p
+            WHERE p.producer_id = s.producer_id AND p.transaction_code = s.transaction_code
+              AND p.event_name IN (SELECT value FROM json_each(:paid_events))) AS paid_at_ms,
+           EXISTS (SELECT 1 FROM events x
+                   WHERE x.producer_id = s.producer_id
+                     AND x.transaction_code = s.transaction_code
+                     AND x.event_name = :expired_event) AS expired
+    FROM slips s
+),
+grouped AS (
+    SELECT producer_id, affiliate_code, slip_at_ms, paid_at_ms, expired FROM outcomes
+    UNION ALL
+    SELECT producer_id, NULL, slip_at_ms, paid_at_ms, expired FROM outcomes
+),
+ranked AS (
+    SELECT producer_id, affiliate_code, MAX(paid_at_ms - slip_at_ms, 0) AS to_pay_ms,
+           ROW_NUMBER() OVER (PARTITION BY producer_id, affiliate_code
+                              ORDER BY MAX(paid_at_ms - slip_at_ms, 0)) AS nth,
+           COUNT(*) OVER (PARTITION BY producer_id, affiliate_code) AS paid
+    FROM grouped
+    WHERE paid_at_ms IS NOT NULL
+),
+medians AS (
+    SELECT producer_id, affiliate_code, AVG(to_pay_ms) AS median_ms
+    FROM ranked
+    WHERE nth IN ((paid + 1) / 2, (paid + 2) / 2)
+    GROUP BY producer_id, affiliate_code
+)
+SELECT g.producer_id, g.affiliate_code, COUNT(*) AS notified,
+       COUNT(g.paid_at_ms) AS paid,
+       SUM(g.expired AND g.paid_at_ms IS NULL) AS expired,
+       MAX(m.median_ms) AS median_ms_to_pay
+FROM grouped g
+LEFT JOIN medians m ON m.producer_id = g.producer_id
+                   AND m.affiliate_code IS g.affiliate_code
+GROUP BY g.producer_id, g.affiliate_code
+ORDER BY g.producer_id, g.affiliate_code IS NULL, g.affiliate_code;
