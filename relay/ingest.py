@@ -24,7 +24,7 @@ from relay.engine import Relay
 from relay.hotmart import Event, MalformedEvent, parse_json_event, parse_v1_postback
 from relay.outbox import decided_rows, new_event
 from relay.records import FOLLOW_UPS, DeliveryStatus, NewDelivery
-from relay.recovery import needs_facts, plan_rows
+from relay.recovery import needs_facts, plan_rows, slip_outcomes
 from relay.store import StoreUnavailable
 
 log = logging.getLogger("relay.ingest")
@@ -148,6 +148,9 @@ async def _commit(relay: Relay, producer: ProducerConfig, event: Event) -> web.R
     if result.deliveries:
         relay.wake_dispatcher()
     relay.metrics.event_ingested(producer.id, event.event, result.status, rows)
+    if result.status != "duplicate":
+        for outcome in slip_outcomes(relay.config, event, rows, facts):
+            relay.metrics.slip_outcome(outcome)
     log.info(
         "event %s %s from %s: %s",
         event.id,

@@ -36,6 +36,7 @@ from prometheus_client.metrics_core import (
 from relay.clock import Clock
 from relay.hotmart import KNOWN_EVENTS
 from relay.records import Channel, DeliveryStatus, NewDelivery, QueueGauges
+from relay.recovery import SLIP_OUTCOMES
 
 log = logging.getLogger("relay.metrics")
 Counts = dict[tuple[str, ...], int]  # a counter's value per label values
@@ -154,6 +155,7 @@ class Metrics:
         self._events: Counts = {}
         self._rejections: Counts = {(str(status),): 0 for status in INGEST_REJECTIONS}
         self._deliveries: Counts = {}
+        self._slips: Counts = {(outcome,): 0 for outcome in SLIP_OUTCOMES}
         self._attempts = _Histogram(tuple(attempt_bounds_s))
         self._ingest = _Histogram(INGEST_BUCKETS_S)
         self._gauges = _StoreGauges(clock, gauge_timeout_s)
@@ -175,6 +177,11 @@ class Metrics:
         for row in rows:
             if row.status != DeliveryStatus.PENDING:
                 self.delivery_settled(row.channel, row.status.value)
+
+    def slip_outcome(self, outcome: str) -> None:
+        """Sale recovery: a slip notified, or one whose purchase was paid or expired."""
+        key = (outcome,)
+        self._slips[key] = self._slips.get(key, 0) + 1
 
     def ingest_rejected(self, status: int) -> None:
         key = (str(status),)
@@ -226,6 +233,13 @@ class Metrics:
             " and another is scheduled.",
             ("channel", "status"),
             self._deliveries,
+        )
+        yield _counter(
+            "relay_slips",
+            "Sale recovery: slips notified to affiliates, and those whose purchase was then"
+            " paid or expired (the first such event of the transaction).",
+            ("outcome",),
+            self._slips,
         )
         yield self._attempts.family(
             "relay_attempt_duration_seconds",

@@ -63,6 +63,33 @@ def follow_up_of(event_name: str) -> Notice | None:
     return Notice.EXPIRED if event_name == EXPIRED_EVENT else None
 
 
+# What `slip_outcomes` counts: `relay_slips_total{outcome}` in /metrics.
+SLIP_OUTCOMES = ("notified", "paid", "expired")
+
+
+def slip_outcomes(
+    config: Config, event: Event, rows: Sequence[NewDelivery], facts: FollowUpFacts | None
+) -> tuple[str, ...]:
+    """What an accepted (not duplicate) event means for the slips sale recovery follows:
+    `notified` for a slip the relay is sending to someone; `paid` or `expired` for the
+    first settling event of a transaction whose slip was notified (`facts`, read for it
+    by ingest). Nothing while recovery is off."""
+    if config.recovery is None or not config.recovery.enabled or event.is_test:
+        return ()
+    if event.event == SLIP_EVENT:
+        sending = any(
+            row.status == DeliveryStatus.PENDING and row.notification in (None, Notice.SLIP)
+            for row in rows
+        )
+        return ("notified",) if sending else ()
+    if facts is None or not facts.notified or facts.paid:
+        return ()
+    notice = follow_up_of(event.event)
+    if notice is Notice.PAID:
+        return ("paid",)
+    return ("expired",) if notice is Notice.EXPIRED else ()
+
+
 def needs_facts(config: Config, event: Event) -> bool:
     """Whether planning this event's rows needs what the store knows of its transaction."""
     recovery = config.recovery

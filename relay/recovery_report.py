@@ -16,7 +16,6 @@ from relay.store import Store
 # A month of slips by default: slips live days, retention keeps buyer data 30 days, and a
 # window keeps the report's cost that of the slips in it, never that of the whole history.
 DEFAULT_WINDOW_S = 30 * 86400.0
-SLIP_OUTCOMES = ("paid", "expired", "open")  # `relay_slips_total{outcome}`
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from relay.config import ConfigError, parse_config
 from relay.hotmart import KNOWN_EVENTS
 from relay.metrics import DEFAULT_ATTEMPT_BUCKETS_S, Metrics, attempt_buckets_s, bearer_matches
 from relay.records import Channel, QueueGauges
+from relay.recovery import SLIP_OUTCOMES
 from tests.acceptance.buyer_data import buyer_values
 from tests.conftest import (
     FIXTURES,
@@ -333,7 +334,7 @@ async def test_no_label_or_value_carries_buyer_data_or_secrets(
     assert labels["producer"] == {"acme"}
     assert labels["event"] <= KNOWN_EVENTS | {"other"}
     assert "other" in labels["event"]
-    assert labels["outcome"] <= {"accepted", "duplicate", "ignored"}
+    assert labels["outcome"] <= {"accepted", "duplicate", "ignored", *SLIP_OUTCOMES}
     assert labels["channel"] <= {"email", "webhook", "none"}
     assert labels["status"] <= {
         "400", "401", "408", "413", "415", "503",
@@ -426,3 +427,41 @@ async def _fails() -> Any:
 )
 def test_bearer_matches(header: str | None, matches: bool) -> None:
     assert bearer_matches(header, "s3cret") is matches
+
+
+async def test_sale_recovery_counts_slips_notified_paid_and_expired(
+    relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    """relay_slips_total{outcome} (issue 11): a slip the relay will send counts as
+    notified, and the first paid or expired event of its transaction as paid or expired;
+    a repeated approval, a duplicate or a slip nobody is sent counts nothing."""
+    config_dict["recovery"] = {"enabled": True}
+    client = await relay_client(build_config(config_dict, tmp_path))
+    before = await scrape(client)
+    slip = fixture_json("billet_printed_oxxo.json")
+    assert (await post(client, slip)).status == 200
+    assert (await post(client, slip)).status == 200  # a duplicate: counted once
+    other = fixture_json("billet_printed_oxxo.json")
+    other["id"], other["data"]["purchase"]["transaction"] = "slip-two", "HP-TWO"
+    assert (await post(client, other)).status == 200
+    denied = fixture_json("billet_printed_oxxo.json")
+    denied["id"], denied["data"]["purchase"]["transaction"] = "slip-denied", "HP-DENIED"
+    denied["data"]["affiliates"] = [{"affiliate_code": "P0000000NP", "name": "Denied"}]
+    assert (await post(client, denied)).status == 200  # withheld: not notified
+    await wait_until(lambda: shows(client, "relay_deliveries_total", 2, **EMAIL_DELIVERED))
+    approved = fixture_json("purchase_approved_oxxo.json")
+    assert (await post(client, approved)).status == 200  # pays the first slip
+    complete = {**approved, "id": "complete-1", "event": "PURCHASE_COMPLETE"}
+    assert (await post(client, complete)).status == 200  # already paid: not counted again
+    expired = {**approved, "id": "expired-2", "event": "PURCHASE_EXPIRED"}
+    expired["data"] = json.loads(json.dumps(approved["data"]))
+    expired["data"]["purchase"]["transaction"] = "HP-TWO"
+    assert (await post(client, expired)).status == 200
+
+    after = await scrape(client)
+    slips = {
+        outcome: value(after, "relay_slips_total", outcome=outcome)
+        - value(before, "relay_slips_total", outcome=outcome)
+        for outcome in ("notified", "paid", "expired")
+    }
+    assert slips == {"notified": 2, "paid": 1, "expired": 1}

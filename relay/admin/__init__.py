@@ -72,6 +72,7 @@ def _pages() -> web.Application:
     r.add_post(f"/events/{ID}/reveal", pages.reveal_event)
     r.add_get("/destinations", pages.destinations_page)
     r.add_get("/audit", pages.audit_page)
+    r.add_get("/recovery", pages.recovery_page)
     r.add_post("/replay", forms.replay)
     r.add_post("/replay-failed", forms.replay_failed)
     r.add_post("/send-test", forms.send_test)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay.admin.state import HERE, SESSION, admin_of, relay_of
 from relay.durations import duration_text
+from relay.formatting import iso_utc
 
 
 def page_templates() -> jinja2.Environment:
@@ -23,6 +24,7 @@ def page_templates() -> jinja2.Environment:
     )
     env.filters["pretty"] = pretty
     env.filters["when"] = when
+    env.filters["when_ms"] = when_ms
     return env
 
 
@@ -59,6 +61,11 @@ def render(
         **context,
     )
     return web.Response(text=html, content_type="text/html", status=status)
+
+
+def when_ms(epoch_ms: int) -> str:
+    """Epoch milliseconds as `when` writes them."""
+    return when(iso_utc(epoch_ms))
 
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:

@@ -1,4 +1,5 @@
-"""The admin pages that show: deliveries, one delivery, one event, destinations, audit.
+"""The admin pages that show: deliveries, one delivery, one event, destinations, audit,
+and sale recovery's figures.
 
 Every page reads through `relay.operations` or the store's protocol, filters by
 producer and affiliate where it lists (one producer's view of an instance it shares
@@ -25,10 +26,16 @@ from relay.admin.reads import delivery_detail, event_detail
 from relay.admin.schemas import MAX_ID
 from relay.admin.state import actor, path_id, relay_of
 from relay.admin.views import audit_out, delivery_out, destination_out
+from relay.config import Config
+from relay.durations import duration_text, parse_since_ms
 from relay.operations import destinations, history
 from relay.records import DeliveryRow, DeliveryStatus
+from relay.recovery_report import recovery_report
 
 AUDIT_PAGE_ROWS = 50
+# The recovery figures read every slip of the window on the store's one connection, so
+# the page offers windows a producer looks at, a week by default, never "all time".
+RECOVERY_WINDOWS = ("1d", "7d", "30d")
 _PAGE_ONLY = frozenset({"audit"})
 
 
@@ -157,4 +164,54 @@ async def audit_page(request: web.Request) -> web.Response:
         "audit.html",
         entries=[audit_out(e) for e in shown],
         next_cursor=str(shown[-1].id) if more and shown else None,
+    )
+
+
+async def recovery_page(request: web.Request) -> web.Response:
+    """Sale recovery's figures per producer and affiliate (issue 11), for one window."""
+    relay = relay_of(request)
+    now_ms = relay.clock.now_ms()
+    since = request.query.get("since", "7d")
+    try:
+        since_ms = parse_since_ms(since, now_ms)
+    except ValueError as exc:
+        problems = [{"field": "since", "reason": str(exc)}]
+        return _recovery(request, relay.config, since, now_ms, [], problems, 400)
+    report = await recovery_report(relay.store, now_ms, since_ms=since_ms)
+    rows = [
+        {
+            "producer_id": row.producer_id,
+            "affiliate_code": row.affiliate_code,
+            "notified": row.notified,
+            "paid": row.paid,
+            "expired": row.expired,
+            "open": row.open,
+            "median_to_pay": "-"
+            if row.median_ms_to_pay is None
+            else duration_text(row.median_ms_to_pay / 1000),
+        }
+        for row in report.rows
+    ]
+    return _recovery(request, relay.config, since, since_ms, rows, [], 200)
+
+
+def _recovery(
+    request: web.Request,
+    config: Config,
+    since: str,
+    since_ms: int,
+    rows: list[dict[str, Any]],
+    problems: list[dict[str, str]],
+    status: int,
+) -> web.Response:
+    return render(
+        request,
+        "recovery.html",
+        status=status,
+        enabled=config.recovery is not None and config.recovery.enabled,
+        since=since,
+        since_ms=since_ms,
+        windows=RECOVERY_WINDOWS,
+        rows=rows,
+        problems=problems,
     )

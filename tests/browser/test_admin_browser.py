@@ -174,6 +174,7 @@ async def test_every_page_fits_a_phone_375_px_wide(
         ("event", "/admin/events/1"),
         ("destinations", "/admin/destinations"),
         ("audit", "/admin/audit"),
+        ("recovery", "/admin/recovery"),
     ):
         await page.goto(f"{base}{path}")
         widths[name] = await page.evaluate("document.documentElement.scrollWidth")
