@@ -44,6 +44,18 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def glance_text(seconds: float) -> str:
+    """`2d 3h`, `5h 12m`, `14m`, `40s`: the two largest units, for reading at a glance."""
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    first = next((i for i, (value, _) in enumerate(units) if value), len(units) - 1)
+    shown = [f"{value}{unit}" for value, unit in units[first : first + 2] if value]
+    return " ".join(shown) or "0s"
+
+
 def parse_since_ms(text: str, now_ms: int) -> int:
     """Turn "2h" (ago) or an ISO date/time into epoch milliseconds, for --since flags."""
     from datetime import UTC, datetime

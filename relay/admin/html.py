@@ -9,7 +9,7 @@ import jinja2
 from aiohttp import web
 
 from relay.admin.state import HERE, SESSION, admin_of, relay_of
-from relay.durations import duration_text
+from relay.durations import duration_text, glance_text
 from relay.formatting import iso_utc
 
 
@@ -25,6 +25,7 @@ def page_templates() -> jinja2.Environment:
     env.filters["pretty"] = pretty
     env.filters["when"] = when
     env.filters["when_ms"] = when_ms
+    env.filters["duration_ms"] = duration_ms
     return env
 
 
@@ -66,6 +67,11 @@ def render(
 def when_ms(epoch_ms: int) -> str:
     """Epoch milliseconds as `when` writes them."""
     return when(iso_utc(epoch_ms))
+
+
+def duration_ms(milliseconds: float | None) -> str:
+    """`5h 12m` for a span of milliseconds; `-` when there is none."""
+    return "-" if milliseconds is None else glance_text(milliseconds / 1000)
 
 
 def error_page(request: web.Request, status: int, title: str, message: str) -> web.Response:

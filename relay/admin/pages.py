@@ -27,9 +27,9 @@ from relay.admin.schemas import MAX_ID
 from relay.admin.state import actor, path_id, relay_of
 from relay.admin.views import audit_out, delivery_out, destination_out
 from relay.config import Config
-from relay.durations import duration_text, parse_since_ms
+from relay.durations import parse_since_ms
 from relay.operations import destinations, history
-from relay.records import DeliveryRow, DeliveryStatus
+from relay.records import DeliveryRow, DeliveryStatus, RecoveryFigures
 from relay.recovery_report import recovery_report
 
 AUDIT_PAGE_ROWS = 50
@@ -178,20 +178,7 @@ async def recovery_page(request: web.Request) -> web.Response:
         problems = [{"field": "since", "reason": str(exc)}]
         return _recovery(request, relay.config, since, now_ms, [], problems, 400)
     report = await recovery_report(relay.store, now_ms, since_ms=since_ms)
-    rows = [
-        {
-            "producer_id": row.producer_id,
-            "affiliate_code": row.affiliate_code,
-            "notified": row.notified,
-            "paid": row.paid,
-            "expired": row.expired,
-            "open": row.open,
-            "median_to_pay": "-"
-            if row.median_ms_to_pay is None
-            else duration_text(row.median_ms_to_pay / 1000),
-        }
-        for row in report.rows
-    ]
+    rows = report.rows
     return _recovery(request, relay.config, since, since_ms, rows, [], 200)
 
 
@@ -200,7 +187,7 @@ def _recovery(
     config: Config,
     since: str,
     since_ms: int,
-    rows: list[dict[str, Any]],
+    rows: list[RecoveryFigures],
     problems: list[dict[str, str]],
     status: int,
 ) -> web.Response:

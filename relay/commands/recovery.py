@@ -8,7 +8,7 @@ import time
 
 from relay.commands.history import when
 from relay.config import Config
-from relay.durations import parse_since_ms
+from relay.durations import glance_text, parse_since_ms
 from relay.records import RecoveryFigures
 from relay.recovery_report import RecoveryReport, recovery_report
 from relay.store.backend import open_store
@@ -74,7 +74,7 @@ def _cells(row: RecoveryFigures) -> tuple[str, ...]:
         str(row.paid),
         str(row.expired),
         str(row.open),
-        "-" if row.median_ms_to_pay is None else duration_text(row.median_ms_to_pay / 1000),
+        "-" if row.median_ms_to_pay is None else glance_text(row.median_ms_to_pay / 1000),
     )
 
 
@@ -85,15 +85,3 @@ def _line(cells: tuple[str, ...], widths: list[int]) -> str:
         for i, (c, w) in enumerate(zip(cells, widths, strict=True))
     ]
     return "  ".join(parts).rstrip()
-
-
-def duration_text(seconds: float) -> str:
-    """`2d 3h`, `5h 12m`, `14m`, `40s`: the two largest units, for reading at a glance."""
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    units = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    first = next((i for i, (value, _) in enumerate(units) if value), len(units) - 1)
-    shown = [f"{value}{unit}" for value, unit in units[first : first + 2] if value]
-    return " ".join(shown) or "0s"
