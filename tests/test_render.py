@@ -419,6 +419,19 @@ def test_override_webhook_body(tmp_path: Path) -> None:
     assert json.loads(body) == {"tx": "HP1764271200123"}
 
 
+def test_a_template_edited_while_running_is_read_again_only_at_restart(tmp_path: Path) -> None:
+    # Jinja's auto_reload would stat the file on every render; templates are checked at
+    # start, so an edit takes effect when the relay (a new Templates) starts again.
+    (tmp_path / "billet_printed.es.txt").write_text("first\n")
+    running = Templates(tmp_path)
+    assert running.email(notify(load("billet_printed_oxxo"))).text == "first\n"
+    (tmp_path / "billet_printed.es.txt").write_text("second, and longer\n")
+    assert running.email(notify(load("billet_printed_oxxo"))).text == "first\n"
+    assert Templates(tmp_path).email(notify(load("billet_printed_oxxo"))).text == (
+        "second, and longer\n"
+    )
+
+
 def test_override_with_a_syntax_error(tmp_path: Path) -> None:
     (tmp_path / "billet_printed.es.html").write_text("<p>\n\n{{ product.name }</p>\n")
     broken = Templates(tmp_path)
