@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     parser.add_argument("--only", nargs="+", choices=sorted(PAIRS), default=list(PAIRS))
     parser.add_argument("--calls", type=int, default=DEFAULT_CALLS)
-    parser.add_argument("--child", nargs=3, metavar=("NAME", "SIDE", "CALLS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("NAME", "SIDE", "CALLS"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.child:

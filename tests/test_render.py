@@ -389,7 +389,7 @@ def test_webhook_price_is_an_exact_number_and_missing_buyer_is_null(
     purchase = event.purchase.model_copy(update={"price": Decimal("189900.10")})
     event = event.model_copy(update={"purchase": purchase, "buyer": None})
     raw = templates.webhook_body(notify(event)).decode()
-    assert '"value": 189900.10,' in raw  # the Decimal's own digits, never a float's
+    assert '"value":189900.10,' in raw  # the Decimal's own digits, never a float's
     body = json.loads(raw, parse_float=Decimal)
     assert body["purchase"]["price"]["value"] == Decimal("189900.10")
     assert body["buyer"] == {"name": None, "email": None, "phone": None, "whatsapp_url": None}
