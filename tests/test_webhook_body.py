@@ -8,6 +8,7 @@ value, on every fixture and on events hypothesis mangles from them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from relay.records import Notice
 from relay.render import Notification, RenderError, Templates, default_templates_dir
 from relay.sandbox import MAX_BODY_CHARS
 from tests.hotmart_bodies import FIXTURE_FILES, fixture_event, hotmart_like
+from tests.test_render import notify
 
 SETTINGS = settings(
     max_examples=150,
@@ -43,27 +45,14 @@ def python_templates() -> Templates:
 
 def notifications(event: Event) -> list[Notification]:
     """The event as each kind of message: test or not, each notice, with a WhatsApp link."""
-    affiliate = event.affiliates[0] if event.affiliates else None
-    found = []
-    for locale, is_test, notice, whatsapp in (
-        ("es", False, None, False),
-        ("pt", True, Notice.REMINDER, True),
-        ("en", False, Notice.PAID, True),
-    ):
-        found.append(
-            Notification(
-                event=event,
-                affiliate_code=affiliate.code if affiliate else "K0",
-                affiliate_name=affiliate.name if affiliate else "",
-                producer_name="Dulce Academia",
-                locale=locale,
-                is_test=is_test,
-                message_id="msg_01TEST",
-                notification=notice,
-                whatsapp=whatsapp,
-            )
+    return [
+        replace(notify(event, locale, is_test=is_test), notification=notice, whatsapp=whatsapp)
+        for locale, is_test, notice, whatsapp in (
+            ("es", False, None, False),
+            ("pt", True, Notice.REMINDER, True),
+            ("en", False, Notice.PAID, True),
         )
-    return found
+    ]
 
 
 def assert_same_meaning(python: Templates, jinja: Templates, event: Event) -> None:
