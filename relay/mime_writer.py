@@ -111,17 +111,20 @@ def _address(value: str, utf8: bool) -> str:
     if utf8 or value.isascii():
         return value
     named = _NAMED_ADDRESS.fullmatch(value)
-    if named is None:
-        return value  # no name to encode: the caller's value, as given
-    name = named["name"].strip()
+    if named is not None:
+        name, address = named["name"].strip(), named["address"]
+    else:  # `relay@example.com (José)`: the older form, as a mail reader takes it apart
+        name, address = parseaddr(value)
     if len(name) > 1 and name[0] == name[-1] == '"':
         name = name[1:-1]  # the quotes were for the reader; an encoded word needs none
+    if not name or not address.isascii():
+        return value  # nothing to encode: the caller's value, as given
     # One word, even past RFC 2047's 75 characters: the stdlib's reader (like others) puts
     # a space between the encoded words of a name. A name is short; a name that is not
     # is split, so that no line passes 998.
     one_word = len(name) <= _ONE_WORD_NAME_CHARS
     words = _word(name.encode("utf-8")) if one_word else _encoded_words(name)
-    return f"{words} <{named['address']}>"
+    return f"{words} <{address}>"
 
 
 def _unstructured(value: str) -> str:

@@ -241,3 +241,18 @@ def test_a_very_long_display_name_is_split_into_lines_within_998() -> None:
     (address,) = parse(raw)["From"].addresses
     assert address.addr_spec == "relay@example.com"
     assert set(address.display_name) <= {"é", " "}
+
+
+@pytest.mark.parametrize(
+    "from_address",
+    [
+        '"José Pérez" <relay@example.com>',
+        "relay@example.com (José Pérez)",
+        " José Pérez  <relay@example.com>",
+    ],
+)
+def test_every_way_of_writing_a_non_ascii_name_is_encoded(from_address: str) -> None:
+    raw = message_bytes(spec_of("s", "t", "h"), from_address)
+    assert_well_formed(raw, seven_bit=True)
+    (address,) = parse(raw)["From"].addresses
+    assert (address.display_name, address.addr_spec) == ("José Pérez", "relay@example.com")

@@ -273,3 +273,16 @@ def test_without_uvloop_auto_means_asyncios_own_loop(monkeypatch: pytest.MonkeyP
         assert type(loop).__module__.startswith("asyncio")
     finally:
         loop.close()
+
+
+def test_auto_picks_uvloop_where_it_is_installed_and_asyncio_picks_asyncio() -> None:
+    from relay.event_loop import choose_loop
+
+    for setting, expected in (("auto", "uvloop"), ("asyncio", "asyncio")):
+        name, factory = choose_loop(setting)
+        loop = factory()
+        try:
+            assert name == expected
+            assert type(loop).__module__.split(".")[0] == expected
+        finally:
+            loop.close()
