@@ -4,6 +4,7 @@ relay that lives as long as it does (`cleanup_ctx`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -14,7 +15,18 @@ from relay.config import Config
 from relay.engine import open_relay, running
 from relay.ingest import handle_hotmart_post
 from relay.metrics import bearer_matches
-from relay.readiness import PROBE_INTERVAL_S
+from relay.readiness import PROBE_INTERVAL_S, DispatcherState
+
+
+@dataclass(frozen=True)
+class DispatchElsewhere:
+    """An ingest process of a multi-process serve: the dispatchers run in other processes.
+
+    `wake` tells them a commit is due; `dispatchers` is what readiness reports of them.
+    """
+
+    wake: Callable[[], None]
+    dispatchers: DispatcherState
 
 
 def init_app(
@@ -23,17 +35,29 @@ def init_app(
     clock: Clock | None = None,
     wake_on_signal: bool = False,
     probe_interval_s: float = PROBE_INTERVAL_S,
+    elsewhere: DispatchElsewhere | None = None,
 ) -> web.Application:
     """The app for `config`: on startup it opens the relay (store, channels, dispatcher)
-    and runs it; on cleanup it drains and closes it. `wake_on_signal`: see `running`."""
+    and runs it; on cleanup it drains and closes it. `wake_on_signal`: see `running`.
+    With `elsewhere`, this process only ingests (and serves the admin and probes)."""
     # aiohttp enforces the body limit itself, with a 413, even for chunked uploads.
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[json_errors])
 
     async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
+        here = elsewhere is None
         async with (
             open_relay(config, clock=clock) as relay,
-            running(relay, wake_on_signal=wake_on_signal, probe_interval_s=probe_interval_s),
+            running(
+                relay,
+                wake_on_signal=wake_on_signal and here,
+                probe_interval_s=probe_interval_s,
+                dispatch=here,
+                daily_purge=here,
+            ),
         ):
+            if elsewhere is not None:
+                relay.wake_elsewhere = elsewhere.wake
+                relay.readiness.dispatcher = elsewhere.dispatchers
             app[RELAY] = relay
             yield
 
