@@ -9,7 +9,7 @@ one over the store it already has, with leases of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -49,6 +49,8 @@ class Relay:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     # Set in an ingest process of a multi-process serve: wakes the dispatcher processes.
     wake_elsewhere: Callable[[], None] | None = None
+    # Set there too: the other processes' metric snapshots, and how many did not answer.
+    peer_metrics: Callable[[], Awaitable[tuple[list[bytes], int]]] | None = None
 
     def wake_dispatcher(self) -> None:
         self.wakeup.set()

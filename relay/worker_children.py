@@ -30,6 +30,7 @@ from relay.cross_process import (
 from relay.engine import open_relay, running
 from relay.http_server import serve_until_stopped
 from relay.logs import LogFormat, install
+from relay.metrics_peers import answering
 from relay.records import SERVE_LEASE_OWNER
 
 log = logging.getLogger("relay.workers")
@@ -51,6 +52,8 @@ class IngestChild:
     listening: socket.socket
     wake_senders: list[socket.socket]
     board: DispatcherBoard
+    metrics_address: str  # where this process answers for its counts
+    peer_addresses: tuple[str, ...]  # where every other child does
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class DispatcherChild:
     slot: int
     wake_receiver: socket.socket
     board: DispatcherBoard
+    metrics_address: str
 
 
 def lease_owner(slot: int) -> str:
@@ -75,6 +79,8 @@ def ingest_main(child: IngestChild) -> None:
     elsewhere = DispatchElsewhere(
         wake=WakeSender(child.wake_senders).notify,
         dispatchers=RemoteDispatchers(child.board),
+        metrics_address=child.metrics_address,
+        peer_addresses=child.peer_addresses,
     )
     app = init_app(child.config, elsewhere=elsewhere)
 
@@ -109,6 +115,7 @@ async def _dispatch_until_stopped(child: DispatcherChild) -> None:
             daily_purge=child.slot == 0,
             on_dispatcher_state=child.board.reporter(child.slot),
         ),
+        answering(child.metrics_address, relay.metrics.snapshot),
     ):
         with wake_listener(child.wake_receiver, relay.wake_dispatcher):
             with stop_when_parent_dies(stop.set):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import time
@@ -24,6 +25,7 @@ from multiprocessing.context import SpawnContext, SpawnProcess
 from relay.config import Config, ServerConfig
 from relay.cross_process import DispatcherBoard, WakeBus, send_wake
 from relay.instance import WAKE_SIGNAL
+from relay.metrics_peers import peer_address
 from relay.supervisor import HEALTHY_RUN_S, RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_MIN_S
 from relay.worker_children import (
     DispatcherChild,
@@ -104,6 +106,7 @@ class WorkerPool:
         self._stopped_by = ""
         self._alive = 0
         self._all_exited = asyncio.Event()
+        self._addresses: dict[str, str] = {}  # each child's metrics socket, by its name
 
     async def run(self, listening: socket.socket) -> None:
         """Serve on `listening` until SIGTERM or SIGINT; then drain every child."""
@@ -111,6 +114,9 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         bus = WakeBus(config.delivery.workers)
         board = DispatcherBoard(self._context, config.delivery.workers)
+        names = [f"ingest {n}" for n in range(config.server.workers)]
+        names += [f"dispatcher {n}" for n in range(config.delivery.workers)]
+        self._addresses = {name: peer_address(os.getpid(), name) for name in names}
         slots = [self._ingest_slot(n, listening, bus, board) for n in range(config.server.workers)]
         slots += [self._dispatcher_slot(n, bus, board) for n in range(config.delivery.workers)]
         for sig in _STOP_SIGNALS:
@@ -151,18 +157,24 @@ class WorkerPool:
     def _ingest_slot(
         self, n: int, listening: socket.socket, bus: WakeBus, board: DispatcherBoard
     ) -> _Slot:
-        child = IngestChild(self._config, self._logs, listening, bus.senders, board)
         name = f"ingest {n}"
-        return _Slot(name, lambda: self._spawn(name, ingest_main, child))
+        own = self._addresses[name]
+        peers = tuple(address for address in self._addresses.values() if address != own)
+        child = IngestChild(self._config, self._logs, listening, bus.senders, board, own, peers)
+        return _Slot(
+            name, lambda: self._spawn(name, ingest_main, child), backoff_s=self._backoff_min_s
+        )
 
     def _dispatcher_slot(self, n: int, bus: WakeBus, board: DispatcherBoard) -> _Slot:
-        child = DispatcherChild(self._config, self._logs, n, bus.receiver(n), board)
         name = f"dispatcher {n}"
+        address = self._addresses[name]
+        child = DispatcherChild(self._config, self._logs, n, bus.receiver(n), board, address)
         # A process killed by SIGKILL cannot say it stopped: the parent says it for it.
         return _Slot(
             name,
             lambda: self._spawn(name, dispatcher_main, child),
             on_exit=lambda: board.mark(n, running=False),
+            backoff_s=self._backoff_min_s,
         )
 
     def _spawn(self, name: str, main: Callable[..., None], child: object) -> SpawnProcess:

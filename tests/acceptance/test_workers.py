@@ -190,3 +190,24 @@ def test_one_process_mode_starts_no_children(relay: Relay) -> None:
     wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="sent")
     assert relay.pids() == [relay.pid]
     assert "process started" not in relay.log()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a Prometheus text exposition; 0 when absent."""
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0] == name and all(f'{k}="{v}"' in series for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+def test_metrics_add_up_every_process_counts(relay: Relay) -> None:
+    accepted = post_slips(relay, 6)  # a new connection each: both ingest processes take some
+    wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="all sent")
+    text = http_request(relay.port, "GET", "/metrics").body.decode()
+    assert metric(text, "relay_events_total", outcome="accepted") == 6
+    # Counted by the dispatcher process, answered by an ingest process.
+    assert metric(text, "relay_deliveries_total", channel="email", status="delivered") == 6
+    assert metric(text, "relay_attempt_duration_seconds_count", channel="email") == 6
+    assert metric(text, "relay_metrics_processes", state="answered") == 2
+    assert metric(text, "relay_metrics_processes", state="missing") == 0
