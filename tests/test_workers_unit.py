@@ -209,7 +209,7 @@ def test_binding_a_taken_port_fails_in_the_parent(tmp_path: Path) -> None:
     with bind(config.server) as first:
         port = first.getsockname()[1]
         taken = config_with(tmp_path, {"port": port}, {})
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="in use"):
             bind(taken.server)
 
 
@@ -254,5 +254,5 @@ async def test_the_parent_restarts_a_killed_child_and_drains_all_on_stop(
     )
     assert sum("exited with code 0" in m for m in messages) == 2
     assert listening.fileno() == -1  # closed at stop, so no connection waits in its backlog
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
