@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -76,6 +76,11 @@ def lease_owner(slot: int) -> str:
 def ingest_main(child: IngestChild) -> None:
     """An ingest process: HTTP on the shared socket until SIGTERM; no dispatcher here."""
     install(child.logging.log_format, child.logging.log_level)
+    asyncio.run(serve_ingest(child))
+
+
+async def serve_ingest(child: IngestChild) -> None:
+    """Serve HTTP on the parent's socket until SIGTERM or SIGINT (serve_until_stopped)."""
     elsewhere = DispatchElsewhere(
         wake=WakeSender(child.wake_senders).notify,
         dispatchers=RemoteDispatchers(child.board),
@@ -83,30 +88,31 @@ def ingest_main(child: IngestChild) -> None:
         peer_addresses=child.peer_addresses,
     )
     app = init_app(child.config, elsewhere=elsewhere)
-
-    async def serve() -> None:
-        with stop_when_parent_dies(lambda: signal.raise_signal(signal.SIGTERM)):
-            await serve_until_stopped(
-                app,
-                child.config.server,
-                shutdown_timeout_s=child.config.delivery.shutdown_grace_s,
-                sock=child.listening,
-            )
-
-    asyncio.run(serve())
+    with stop_when_parent_dies(lambda: signal.raise_signal(signal.SIGTERM)):
+        await serve_until_stopped(
+            app,
+            child.config.server,
+            shutdown_timeout_s=child.config.delivery.shutdown_grace_s,
+            sock=child.listening,
+        )
 
 
 def dispatcher_main(child: DispatcherChild) -> None:
     """A dispatcher process: claims and attempts until SIGTERM, then drains."""
     install(child.logging.log_format, child.logging.log_level)
-    asyncio.run(_dispatch_until_stopped(child))
+    asyncio.run(_until_a_stop_signal(lambda stop: dispatch_until(child, stop)))
 
 
-async def _dispatch_until_stopped(child: DispatcherChild) -> None:
+async def _until_a_stop_signal(body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    await body(stop)
+
+
+async def dispatch_until(child: DispatcherChild, stop: asyncio.Event) -> None:
+    """Dispatch until `stop` is set (or the parent dies), then drain attempts in flight."""
     # Purging is one process's job: slot 0's, which is always there.
     async with (
         open_relay(child.config, owner=lease_owner(child.slot)) as relay,

@@ -11,9 +11,11 @@ import logging
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,11 +32,19 @@ from relay.cross_process import (
 from relay.metrics import Metrics
 from relay.metrics_peers import answering, gather, peer_address
 from relay.records import Channel, QueueGauges
+from relay.service import serve
 from relay.supervisor import Supervisor, TaskState
-from relay.worker_children import Logging, lease_owner
+from relay.worker_children import (
+    DispatcherChild,
+    IngestChild,
+    Logging,
+    dispatch_until,
+    lease_owner,
+    serve_ingest,
+)
 from relay.worker_pool import WorkerPool, bind, exit_words
 from tests.acceptance.harness import http_request, wait_for
-from tests.conftest import base_config_dict
+from tests.conftest import HOTTOK, base_config_dict, fixture_json
 from tests.peers import free_port
 
 
@@ -254,5 +264,111 @@ async def test_the_parent_restarts_a_killed_child_and_drains_all_on_stop(
     )
     assert sum("exited with code 0" in m for m in messages) == 2
     assert listening.fileno() == -1  # closed at stop, so no connection waits in its backlog
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# -- the children, run in this process ----------------------------------------------------
+
+
+async def test_an_ingest_child_and_a_dispatcher_child_deliver_answer_and_stop(
+    tmp_path: Path,
+) -> None:
+    """What each child runs, without the spawn: ingest wakes the dispatcher over the bus,
+    readiness follows the board, a scrape adds the dispatcher's counts to ingest's."""
+    import multiprocessing
+
+    config = config_with(tmp_path, {"port": 0}, {"workers": 1})
+    bus = WakeBus(1)
+    board = DispatcherBoard(multiprocessing.get_context("spawn"), 1)
+    ingest_address = peer_address(os.getpid(), "test ingest")
+    dispatcher_address = peer_address(os.getpid(), "test dispatcher")
+    listening = bind(config.server)
+    port = listening.getsockname()[1]
+    logs = Logging("text", "info")
+    ingest = IngestChild(
+        config, logs, listening, bus.senders, board, ingest_address, (dispatcher_address,)
+    )
+    dispatcher = DispatcherChild(config, logs, 0, bus.receiver(0), board, dispatcher_address)
+    stop_dispatching = asyncio.Event()
+    dispatching = asyncio.create_task(dispatch_until(dispatcher, stop_dispatching))
+    serving = asyncio.create_task(serve_ingest(ingest))
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as client:
+
+            async def status(path: str) -> int:
+                try:
+                    async with client.get(path) as response:
+                        return response.status
+                except aiohttp.ClientError:
+                    return 0
+
+            await wait_until_async(lambda: status("/readyz"), 200)
+            event = fixture_json("billet_printed_oxxo.json")
+            headers = {"X-HOTMART-HOTTOK": HOTTOK}
+            async with client.post(config.server.path, json=event, headers=headers) as reply:
+                assert reply.status == 200
+            mail = Path(config.resolve_path(config.email.maildir)) / "new"
+            await wait_until_async(lambda: _count(mail), 1)
+
+            async def delivered_in_scrape() -> int:
+                async with client.get("/metrics") as response:
+                    text = await response.text()
+                found = samples(text)
+                key = ("relay_deliveries_total", (("channel", "email"), ("status", "delivered")))
+                return int(found.get(key, 0))
+
+            await wait_until_async(delivered_in_scrape, 1)
+            stop_dispatching.set()
+            await asyncio.wait_for(dispatching, 30)
+            assert not board.any_running()
+            assert await status("/readyz") == 503
+        os.kill(os.getpid(), signal.SIGTERM)  # serve_until_stopped's own handler
+        await asyncio.wait_for(serving, 30)
+    finally:
+        stop_dispatching.set()
+        for task in (dispatching, serving):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(dispatching, serving, return_exceptions=True)
+        bus.close()
+
+
+async def _count(folder: Path) -> int:
+    return len(list(folder.iterdir())) if folder.exists() else 0
+
+
+async def wait_until_async(probe: Any, wanted: int, timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (got := await probe()) != wanted:
+        assert asyncio.get_running_loop().time() < deadline, f"{got} != {wanted}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("dispatchers", [0, 1])
+def test_serve_runs_until_sigterm_in_either_layout(tmp_path: Path, dispatchers: int) -> None:
+    """`relay.service.serve` as `relay serve` calls it, stopped by a signal to this process."""
+    port = free_port()
+    config = config_with(tmp_path, {"port": port}, {"workers": dispatchers})
+    seen: list[int] = []
+
+    def stop_once_ready() -> None:
+        def ready() -> bool:
+            try:
+                return http_request(port, "GET", "/readyz", timeout_s=2).status == 200
+            except OSError:
+                return False
+
+        wait_for(ready, timeout_s=60, what="ready")
+        seen.append(200)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    stopper = threading.Thread(target=stop_once_ready)
+    stopper.start()
+    try:
+        serve(config, Logging("text", "warning"))
+    finally:
+        stopper.join()
+    assert seen == [200]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
