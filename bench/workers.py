@@ -22,6 +22,7 @@ import aiohttp
 from bench.common import (
     HOST,
     INGEST_PATH,
+    SECRET,
     free_port,
     peer_process,
     ratio,
@@ -55,7 +56,7 @@ async def one_layout(
     port = free_port()
     destinations = [
         {"kind": "email", "to": "lucia@example.com"},
-        {"kind": "webhook", "url": f"http://{HOST}:{sink_port}{SINK_PATH}", "secret": "s" * 32},
+        {"kind": "webhook", "url": f"http://{HOST}:{sink_port}{SINK_PATH}", "secret": SECRET},
     ]
     raw = relay_config(workdir, port, destinations, allow_private_networks=True)
     raw["server"]["workers"] = ingest

@@ -63,7 +63,6 @@ from relay.store import sqlite_recovery as recovery
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.sqlite_connection import (
     UnitConnection,
-    WriteLock,
     connect,
     create_private,
     failure_kind,
@@ -86,6 +85,7 @@ from relay.store.sqlite_statements import (
     write_each,
 )
 from relay.store.write_health import WriteMonitor
+from relay.store.write_lock import WriteLock
 
 T = TypeVar("T")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
@@ -126,7 +126,7 @@ async def open_sqlite_store(
 
 def _locked(lock: WriteLock, fn: Callable[[], T]) -> T:
     """Migrations write too: two processes opening one new store migrate it in turn."""
-    with lock:
+    with lock.held():
         return fn()
 
 

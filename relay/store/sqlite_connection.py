@@ -9,15 +9,12 @@ the function with the connection and returns the result as the only row. Every o
 statement is plain sqlite3. This replaces aiosqlite's private `_execute`.
 
 Writers in several processes (`relay serve` with `delivery.workers`, a CLI replay) queue
-on a kernel lock of their own, `WriteLock`, taken around each write transaction on
-aiosqlite's thread, instead of on SQLite's busy handler: that one sleeps and retries
-(ingest fell to 641 req/s, p99 1.15 s, in issue 10's profile), while a blocked flock is
-woken by the kernel the moment the holder lets go, in the order they asked.
+on a kernel lock of their own around each write transaction (relay.store.write_lock),
+not on SQLite's busy handler.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import time
@@ -28,6 +25,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from relay.store.queries import load_migrations, load_queries
+from relay.store.write_lock import WriteLock
 
 T = TypeVar("T")
 # Setting up a connection and framing a transaction: SQL kept with the rest, in sql/.
@@ -117,31 +115,6 @@ def failure_kind(exc: BaseException) -> str:
     return "write failed"
 
 
-def write_lock_path(db_path: Path) -> Path:
-    """The file every relay process writing `db_path` locks around a write transaction."""
-    return db_path.with_name(db_path.name + ".write-lock")
-
-
-class WriteLock:
-    """An exclusive kernel flock on a file beside the database, one write at a time.
-
-    One open file per store, so two stores in one process exclude each other too.
-    Taken on aiosqlite's thread: a wait blocks that thread, never the event loop.
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self._fd = os.open(write_lock_path(db_path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def __enter__(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-
 def create_private(path: Path) -> None:
     """Buyer data lives here: readable by the relay's own user only. SQLite gives its
     -wal and -shm files the same mode."""
@@ -179,7 +152,7 @@ def transaction(
     Also say whether it wrote anything: a transaction that changed nothing commits even
     on a full disk, so only one that wrote proves the store can write.
     """
-    with lock:
+    with lock.held(deadline):
         return _transaction(conn, work, durable, deadline)
 
 
@@ -189,9 +162,9 @@ def _transaction(
     durable: bool,
     deadline: float,
 ) -> tuple[T, bool]:
-    # Every relay writer holds the write lock by now, so SQLite's own lock is held only by
-    # someone else (an operator's sqlite3 shell): wait for that one only as long as the
-    # oldest caller has left.
+    # Every relay writer takes the write lock first, so SQLite's own lock is held only
+    # by someone else (an operator's sqlite3 shell): wait for that one, too, only as
+    # long as the oldest caller has left.
     conn.execute(C["busy_timeout"].format(ms=max(0, int((deadline - time.monotonic()) * 1000))))
     # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
     # bookkeeping (leases, attempt outcomes) uses NORMAL: it survives a process crash,
