@@ -58,6 +58,16 @@ def child_pid(relay: Relay, name: str) -> int:
     return int(started[-1])
 
 
+@contextlib.contextmanager
+def killed(relay: Relay, name: str) -> Iterator[None]:
+    """SIGKILL the child `name`; after the block, see it logged and started again."""
+    first = child_pid(relay, name)
+    os.kill(first, signal.SIGKILL)
+    yield
+    wait_for(lambda: child_pid(relay, name) != first, timeout_s=SETTLE_S, what=f"{name} back")
+    assert f"{name} process (pid {first}) was killed by SIGKILL; restarting" in relay.log()
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,16 +106,9 @@ def test_an_event_taken_by_an_ingest_process_is_delivered_by_a_dispatcher_proces
 def test_a_dispatcher_killed_is_logged_restarted_and_delivers_what_was_accepted(
     relay: Relay,
 ) -> None:
-    first = child_pid(relay, "dispatcher 0")
-    os.kill(first, signal.SIGKILL)
-    # Accepted while no dispatcher runs: durable, and delivered once one is back.
-    accepted = post_slips(relay, 5)
-    wait_for(
-        lambda: child_pid(relay, "dispatcher 0") != first,
-        timeout_s=SETTLE_S,
-        what="dispatcher restarted",
-    )
-    assert f"dispatcher 0 process (pid {first}) was killed by SIGKILL; restarting" in relay.log()
+    with killed(relay, "dispatcher 0"):
+        # Accepted while no dispatcher runs: durable, and delivered once one is back.
+        accepted = post_slips(relay, 5)
     wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="accepted delivered")
 
 
@@ -139,17 +142,10 @@ def test_readiness_says_no_dispatcher_while_none_runs_then_ready_again(relay: Re
 def test_an_ingest_process_killed_is_restarted_while_the_other_keeps_accepting(
     relay: Relay,
 ) -> None:
-    first = child_pid(relay, "ingest 0")
     before = post_slips(relay, 3)
-    os.kill(first, signal.SIGKILL)
-    # The other ingest process holds the same socket: posts keep landing.
-    during = post_slips(relay, 3)
-    wait_for(
-        lambda: child_pid(relay, "ingest 0") != first,
-        timeout_s=SETTLE_S,
-        what="ingest restarted",
-    )
-    assert f"ingest 0 process (pid {first}) was killed by SIGKILL; restarting" in relay.log()
+    with killed(relay, "ingest 0"):
+        # The other ingest process holds the same socket: posts keep landing.
+        during = post_slips(relay, 3)
     after = post_slips(relay, 3)
     wait_for(lambda: delivered(relay, before + during + after), timeout_s=SETTLE_S, what="all sent")
 
