@@ -207,3 +207,18 @@ def test_metrics_add_up_every_process_counts(relay: Relay) -> None:
     assert metric(text, "relay_attempt_duration_seconds_count", channel="email") == 6
     assert metric(text, "relay_metrics_processes", state="answered") == 2
     assert metric(text, "relay_metrics_processes", state="missing") == 0
+
+
+def test_children_of_a_parent_killed_with_sigkill_stop_and_a_new_serve_takes_over(
+    relay: Relay,
+) -> None:
+    """No orphan keeps serving the store beside the next `relay serve`."""
+    children = [child_pid(relay, n) for n in ("ingest 0", "ingest 1", "dispatcher 0")]
+    relay.kill()
+    wait_for(
+        lambda: not any(alive(pid) for pid in children), timeout_s=SETTLE_S, what="orphans gone"
+    )
+    assert "the serving parent is gone: stopping" in relay.log()
+    relay.start()
+    accepted = post_slips(relay, 2)
+    wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="sent by the new serve")
