@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.store import StoreUnavailable
+from relay.store import StoreUnavailable, write_lock
 from relay.store.sqlite import open_sqlite_store
 from relay.store.write_lock import write_lock_path
 from tests.test_store import new_event
@@ -152,3 +152,24 @@ async def test_a_store_closed_with_a_wait_still_abandoned_closes_cleanly(
     holder.__exit__(None, None, None)  # the helper gets the lock and hands it back
     async with open_sqlite_store(db, busy_timeout_ms=5000) as reopened:
         await reopened.probe_write(2)
+
+
+async def test_a_lock_the_kernel_refuses_fails_that_write_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "relay.sqlite3"
+    real_flock = fcntl.flock
+    refusals = [1]
+
+    def flock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and refusals:  # a blocking wait, in the helper
+            refusals.pop()
+            raise OSError(37, "No locks available")
+        real_flock(fd, operation)
+
+    async with open_sqlite_store(db, busy_timeout_ms=5000) as store:
+        with write_lock_held_elsewhere(db):
+            monkeypatch.setattr(write_lock.fcntl, "flock", flock)  # fcntl's, for this test
+            with pytest.raises(StoreUnavailable):
+                await store.probe_write(1)
+        await store.probe_write(2)  # the helper lives on

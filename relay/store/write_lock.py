@@ -41,7 +41,8 @@ class WriteLockTimeout(sqlite3.OperationalError):
 
 class _Wait:
     def __init__(self) -> None:
-        self.granted = threading.Event()
+        self.granted = threading.Event()  # set when settled: the lock is ours, or failed
+        self.failed = False
         self.abandoned = False
 
 
@@ -93,10 +94,10 @@ class WriteLock:
         self._waits.put(wait)
         left_s = deadline - time.monotonic()
         if wait.granted.wait(None if math.isinf(left_s) else max(left_s, 0.0)):
-            return True
+            return not wait.failed
         with self._guard:
-            if wait.granted.is_set():  # granted just as the wait ran out: it is ours
-                return True
+            if wait.granted.is_set():  # settled just as the wait ran out
+                return not wait.failed
             wait.abandoned = True
         return False
 
@@ -104,7 +105,14 @@ class WriteLock:
         """The helper: take the lock for each wait in turn, in the order they came."""
         while True:
             wait = self._waits.get()
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except OSError:  # the kernel refused (no locks left): this write fails, not all
+                with self._guard:
+                    self._pending -= 1
+                    wait.failed = True
+                    wait.granted.set()
+                continue
             with self._guard:
                 self._pending -= 1
                 if wait.abandoned:
