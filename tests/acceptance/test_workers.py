@@ -222,3 +222,14 @@ def test_children_of_a_parent_killed_with_sigkill_stop_and_a_new_serve_takes_ove
     relay.start()
     accepted = post_slips(relay, 2)
     wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="sent by the new serve")
+
+
+@pytest.mark.parametrize("relay", [(1, 2)], indirect=True)
+def test_two_dispatcher_processes_woken_together_send_each_delivery_once(relay: Relay) -> None:
+    """Every commit wakes both; each claims under the write lock, leased as its own owner."""
+    accepted = post_slips(relay, 20)
+    wait_for(lambda: delivered(relay, accepted), timeout_s=SETTLE_S, what="all sent")
+    attempts = relay.query("SELECT delivery_id, count(*) AS n FROM attempts GROUP BY delivery_id")
+    assert len(attempts) == 20
+    assert {row["n"] for row in attempts} == {1}
+    assert "dispatcher process 1 running" in relay.log()
