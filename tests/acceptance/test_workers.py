@@ -43,7 +43,20 @@ def relay(workdir: Path, request: pytest.FixtureRequest) -> Iterator[Relay]:
     ingest, dispatchers = getattr(request, "param", (2, 1))
     raw = workers_config(workdir, ingest, dispatchers)
     with running(Relay.from_config(raw, workdir)) as started:
+        # /healthz answered from one process; the others may still be starting.
+        wait_for(
+            lambda: all_up(started.log(), ingest, dispatchers),
+            timeout_s=SETTLE_S,
+            what="every child up",
+        )
         yield started
+
+
+def all_up(log: str, ingest: int, dispatchers: int) -> bool:
+    if dispatchers == 0:
+        return True  # one process: /healthz said it all
+    running = sum(f"dispatcher process {n} running" in log for n in range(dispatchers))
+    return log.count("relay listening on") >= ingest and running == dispatchers
 
 
 @pytest.fixture
