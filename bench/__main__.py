@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import channels, ingest, latency
+from bench import channels, ingest, latency, workers
 from bench.common import load_average
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "latency": latency.run,
     "webhook": channels.run_webhook,
     "email": channels.run_email,
+    "workers": workers.run,
 }
 
 

@@ -185,6 +185,17 @@ async def attempt_windows_ms(store: Store, limit: int) -> list[tuple[int, float]
     return windows
 
 
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of `pid` and every live descendant (Linux only)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+    return total + sum(tree_cpu_s(int(child)) or 0.0 for child in children)
+
+
 @dataclass
 class Child:
     """A server running in its own process, so it never shares the load generator's loop."""
@@ -194,12 +205,9 @@ class Child:
     log_path: Path
 
     def cpu_s(self) -> float | None:
-        """User + system CPU seconds the child has used so far (Linux only)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+        """User + system CPU seconds the child has used so far, with its live descendants:
+        a multi-process `relay serve` works in its ingest and dispatcher processes."""
+        return tree_cpu_s(self.process.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -4,6 +4,8 @@ relay that lives as long as it does (`cleanup_ctx`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -15,7 +17,23 @@ from relay.engine import open_relay, running
 from relay.ingest import handle_hotmart_post
 from relay.json_reply import json_reply
 from relay.metrics import bearer_matches
-from relay.readiness import PROBE_INTERVAL_S
+from relay.metrics_peers import answering, gather
+from relay.readiness import PROBE_INTERVAL_S, DispatcherState
+
+
+@dataclass(frozen=True)
+class DispatchElsewhere:
+    """An ingest process of a multi-process serve: the dispatchers run in other processes.
+
+    `wake` tells them a commit is due; `dispatchers` is what readiness reports of them;
+    this process answers for its metrics at `metrics_address` and sums those at
+    `peer_addresses` into a scrape (relay.metrics_peers).
+    """
+
+    wake: Callable[[], None]
+    dispatchers: DispatcherState
+    metrics_address: str
+    peer_addresses: tuple[str, ...]
 
 
 def init_app(
@@ -24,17 +42,35 @@ def init_app(
     clock: Clock | None = None,
     wake_on_signal: bool = False,
     probe_interval_s: float = PROBE_INTERVAL_S,
+    elsewhere: DispatchElsewhere | None = None,
 ) -> web.Application:
     """The app for `config`: on startup it opens the relay (store, channels, dispatcher)
-    and runs it; on cleanup it drains and closes it. `wake_on_signal`: see `running`."""
+    and runs it; on cleanup it drains and closes it. `wake_on_signal`: see `running`.
+    With `elsewhere`, this process only ingests (and serves the admin and probes)."""
     # aiohttp enforces the body limit itself, with a 413, even for chunked uploads.
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[json_errors])
 
     async def relay_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with (
-            open_relay(config, clock=clock) as relay,
-            running(relay, wake_on_signal=wake_on_signal, probe_interval_s=probe_interval_s),
-        ):
+        here = elsewhere is None
+        async with AsyncExitStack() as opened:
+            relay = await opened.enter_async_context(open_relay(config, clock=clock))
+            await opened.enter_async_context(
+                running(
+                    relay,
+                    wake_on_signal=wake_on_signal and here,
+                    probe_interval_s=probe_interval_s,
+                    dispatch=here,
+                    daily_purge=here,
+                )
+            )
+            if elsewhere is not None:
+                relay.wake_elsewhere = elsewhere.wake
+                relay.readiness.dispatcher = elsewhere.dispatchers
+                peers = elsewhere.peer_addresses
+                relay.peer_metrics = lambda: gather(peers)
+                await opened.enter_async_context(
+                    answering(elsewhere.metrics_address, relay.metrics.snapshot)
+                )
             app[RELAY] = relay
             yield
 
@@ -94,6 +130,6 @@ async def handle_metrics(request: web.Request) -> web.Response:
             headers={"WWW-Authenticate": 'Bearer realm="relay metrics"'},
         )
     body, content_type = await relay.metrics.exposition(
-        relay.store.queue_gauges, request.headers.get("Accept", "")
+        relay.store.queue_gauges, request.headers.get("Accept", ""), relay.peer_metrics
     )
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -180,7 +180,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         # A broken template would fail every delivery it serves: refuse to start instead.
         if check_config(config, quiet=True) != EXIT_OK:
             return EXIT_BAD_CONFIG
-        return serve(config)
+        return serve(config, args)
     handlers = {
         "history": history.history,
         "show": history.show,
@@ -220,12 +220,13 @@ def check_config(config: Config, *, quiet: bool = False) -> int:
     return EXIT_OK
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, args: argparse.Namespace) -> int:
     from relay.service import serve as run_server
     from relay.store import StoreUnavailable
+    from relay.worker_children import Logging
 
     try:
-        run_server(config)
+        run_server(config, Logging(args.log_format, args.log_level))
     except (RuntimeError, OSError, StoreUnavailable, sqlite3.Error) as exc:
         # Another instance holds the database, the port is taken, the disk refuses:
         # say which, plainly, for the operator at 3 a.m.

@@ -46,6 +46,12 @@ DEFAULT_BODY_TIMEOUT_S = 30.0
 DEFAULT_RETENTION_S = 30 * 86400.0
 DEFAULT_BUSY_TIMEOUT_S = 5.0  # rides out a CLI command's short write without failing ingest
 DEFAULT_SHUTDOWN_GRACE_S = 10.0  # SIGTERM waits this long for attempts in flight
+# `relay serve`'s processes (README, "Processes"): one ingest process and one dispatcher
+# process of its own, measured in bench/ingest.py on 2 cores; `delivery.workers = 0`
+# keeps the dispatcher inside the one ingest process, for the smallest machines.
+DEFAULT_SERVER_WORKERS = 1
+DEFAULT_DELIVERY_WORKERS = 1
+MAX_WORKERS = 64  # a bound on a typo, not on a machine
 # Six hours leave the buyer most of a day's waking hours to pay once reminded, and an
 # affiliate time to write to them, even for a Pix code that lives only a day or two.
 DEFAULT_REMIND_BEFORE_S = 6 * 3600.0
@@ -75,6 +81,8 @@ class ServerConfig(_Model):
     body_timeout_s: Duration = Field(DEFAULT_BODY_TIMEOUT_S, alias="body_timeout", gt=0)
     # "auto": uvloop when it is installed (`pip install 'relay[fast]'`), else asyncio's own.
     event_loop: Literal["auto", "asyncio"] = "auto"
+    # Ingest processes sharing the listening socket.
+    workers: int = Field(DEFAULT_SERVER_WORKERS, ge=1, le=MAX_WORKERS)
 
     @field_validator("path")
     @classmethod
@@ -105,6 +113,8 @@ class DeliveryConfig(_Model):
     disable_after_failures: int = Field(DEFAULT_DISABLE_AFTER_FAILURES, ge=1)
     allow_private_networks: Flag = False
     shutdown_grace_s: Duration = Field(DEFAULT_SHUTDOWN_GRACE_S, alias="shutdown_grace")
+    # Dispatcher processes; 0: the dispatcher runs inside the (one) ingest process.
+    workers: int = Field(DEFAULT_DELIVERY_WORKERS, ge=0, le=MAX_WORKERS)
 
     @property
     def max_attempts(self) -> int:
@@ -296,6 +306,11 @@ class Config(_Model):
 
     def producer(self, producer_id: str) -> ProducerConfig | None:
         return next((p for p in self.producers if p.id == producer_id), None)
+
+    @property
+    def single_process(self) -> bool:
+        """Ingest and the dispatcher in one process, as `delivery.workers = 0` asks."""
+        return self.delivery.workers == 0
 
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path)

@@ -40,6 +40,7 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     """
     problems: list[tuple[str, str]] = []
     delivery = raw.get("delivery")
+    problems.extend(_workers_problems(raw.get("server"), delivery))
     allow_private = _flag(
         delivery.get("allow_private_networks", False) if isinstance(delivery, dict) else False
     )
@@ -103,6 +104,16 @@ def _earlier(seen: dict[str, int], value: Any, index: int) -> int | None:
         return None
     first = seen.setdefault(value, index)
     return first if first != index else None
+
+
+def _workers_problems(server: Any, delivery: Any) -> list[tuple[str, str]]:
+    """Several ingest processes each running a dispatcher would each release the others'
+    leases at start: with `server.workers` above 1 the dispatcher needs its own process."""
+    ingest = server.get("workers", 1) if isinstance(server, dict) else 1
+    dispatchers = delivery.get("workers", 1) if isinstance(delivery, dict) else 1
+    if type(ingest) is int and ingest > 1 and dispatchers == 0:
+        return [("delivery.workers", "must be 1 or more when server.workers is above 1")]
+    return []
 
 
 def _items(value: Any) -> list[tuple[int, dict[str, Any]]]:

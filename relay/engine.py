@@ -9,8 +9,8 @@ one over the store it already has, with leases of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from relay.attempt import AttemptRunner
@@ -32,7 +32,7 @@ from relay.retention import (
 )
 from relay.store import Store
 from relay.store.backend import open_store
-from relay.supervisor import Supervisor, supervised
+from relay.supervisor import Supervisor, TaskState, supervised
 from relay.targets import TemplateSet
 
 
@@ -47,9 +47,15 @@ class Relay:
     # Set when something is due (a commit in ingest, a finished attempt); the dispatcher
     # waits on it.
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set in an ingest process of a multi-process serve: wakes the dispatcher processes.
+    wake_elsewhere: Callable[[], None] | None = None
+    # Set there too: the other processes' metric snapshots, and how many did not answer.
+    peer_metrics: Callable[[], Awaitable[tuple[list[bytes], int]]] | None = None
 
     def wake_dispatcher(self) -> None:
         self.wakeup.set()
+        if self.wake_elsewhere is not None:
+            self.wake_elsewhere()
 
 
 def bounds_of(config: Config) -> AttemptBounds:
@@ -117,14 +123,20 @@ async def running(
     probe_interval_s: float = PROBE_INTERVAL_S,
     purge_first_delay_s: float = PURGE_FIRST_DELAY_S,
     purge_interval_s: float = PURGE_INTERVAL_S,
+    dispatch: bool = True,
+    daily_purge: bool = True,
+    on_dispatcher_state: Callable[[TaskState], None] | None = None,
 ) -> AsyncIterator[Relay]:
     """Run the dispatcher, the write probe and the daily purge, each supervised; stopping
     drains the attempts in flight.
 
     With `wake_on_signal`, SIGUSR1 wakes the dispatcher: how a CLI replay in another
     process tells the server that due times changed, so the server never has to poll.
+    A process of a multi-process serve runs only its share: an ingest process neither
+    dispatches nor purges (`dispatch`, `daily_purge` False); one dispatcher process
+    purges. `on_dispatcher_state` hears each change of the dispatcher's state.
     """
-    dispatcher = Supervisor("dispatcher", relay.dispatcher.run)
+    dispatcher = Supervisor("dispatcher", relay.dispatcher.run, on_state=on_dispatcher_state)
     probe = Supervisor(
         "write probe", lambda: probe_writes(relay.store, relay.clock.now_ms, probe_interval_s)
     )
@@ -142,8 +154,15 @@ async def running(
             interval_s=purge_interval_s,
         ),
     )
-    relay.readiness.dispatcher = dispatcher
-    async with supervised(dispatcher), supervised(probe), supervised(purger):
+    async with AsyncExitStack() as tasks:
+        await tasks.enter_async_context(supervised(probe))
+        if daily_purge:
+            await tasks.enter_async_context(supervised(purger))
+        if not dispatch:
+            yield relay
+            return
+        relay.readiness.dispatcher = dispatcher
+        await tasks.enter_async_context(supervised(dispatcher))
         loop = asyncio.get_running_loop()
         if wake_on_signal:
             loop.add_signal_handler(WAKE_SIGNAL, relay.wake_dispatcher)

@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+T = TypeVar("T")
+
+log = logging.getLogger("relay.serve")
 
 
 def choose_loop(setting: str) -> tuple[str, LoopFactory]:
@@ -26,3 +31,12 @@ def choose_loop(setting: str) -> tuple[str, LoopFactory]:
             factory: LoopFactory = uvloop.new_event_loop
             return "uvloop", factory
     return "asyncio", asyncio.new_event_loop
+
+
+def run_on_chosen_loop(main: Coroutine[Any, Any, T], setting: str, who: str) -> T:
+    """Run `main` to completion on the loop `setting` picks, logging which (`who`: the
+    process, so a multi-process serve says it for each child)."""
+    name, factory = choose_loop(setting)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        log.info("event loop: %s (%s)", name, who)
+        return runner.run(main)

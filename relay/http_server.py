@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -83,9 +84,16 @@ def bound_urls(runner: web.AppRunner, path: str) -> list[str]:
 
 
 async def serve_until_stopped(
-    app: web.Application, server: ServerConfig, *, shutdown_timeout_s: float
+    app: web.Application,
+    server: ServerConfig,
+    *,
+    shutdown_timeout_s: float,
+    sock: socket.socket | None = None,
 ) -> None:
     """Listen until SIGTERM or SIGINT, then stop taking requests and drain.
+
+    On `sock`, when given: a listening socket the serving parent bound and handed down,
+    shared by every ingest process.
 
     "listening" is logged only once the socket is bound, so a port already taken never
     looks like a running relay; the last line says which signal stopped it and how
@@ -107,7 +115,12 @@ async def serve_until_stopped(
     runner = http_runner(app, server, shutdown_timeout_s=shutdown_timeout_s)
     try:
         await runner.setup()
-        await web.TCPSite(runner, server.host, server.port).start()
+        site: web.BaseSite = (
+            web.TCPSite(runner, server.host, server.port)
+            if sock is None
+            else web.SockSite(runner, sock)
+        )
+        await site.start()
         log.info("relay listening on %s", ", ".join(bound_urls(runner, server.path)))
         await stop.wait()
     except BaseException:  # the bind failed, or startup did: close what was opened

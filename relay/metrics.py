@@ -20,10 +20,13 @@ import hmac
 import logging
 import math
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import (
@@ -88,6 +91,24 @@ class _Histogram:
         made = ([0] * (len(self.bounds_s) + 1), [0.0])
         self.series[labels] = made
         return made
+
+    def plus(self, others: Iterable[Any]) -> _Histogram:
+        """This histogram with other processes' series (as `snapshot` writes them) added."""
+        summed = _Histogram(self.bounds_s)
+        for labels, (counts, total) in self.series.items():
+            summed.series[labels] = (list(counts), [total[0]])
+        for series in others:
+            for labels, counts, total in series:
+                mine, my_total = summed.series.get(tuple(labels)) or summed._new(tuple(labels))
+                if len(counts) != len(mine):
+                    raise ValueError("histogram buckets differ")
+                for i, count in enumerate(counts):
+                    mine[i] += int(count)
+                my_total[0] += float(total)
+        return summed
+
+    def snapshot(self) -> list[Any]:
+        return [[list(labels), counts, total[0]] for labels, (counts, total) in self.series.items()]
 
     def family(self, name: str, doc: str, labelnames: Sequence[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=labelnames)
@@ -159,8 +180,60 @@ class Metrics:
         self._attempts = _Histogram(tuple(attempt_bounds_s))
         self._ingest = _Histogram(INGEST_BUCKETS_S)
         self._gauges = _StoreGauges(clock, gauge_timeout_s)
+        # During one multi-process scrape: the other processes' snapshots, and how many
+        # did not answer (relay.metrics_peers).
+        self._peers: list[dict[str, Any]] = []
+        self._peers_missing: int | None = None
         self.registry = CollectorRegistry()
         self.registry.register(self)
+
+    def _counters(self) -> dict[str, Counts]:
+        return {
+            "events": self._events,
+            "rejections": self._rejections,
+            "deliveries": self._deliveries,
+            "slips": self._slips,
+        }
+
+    def _histograms(self) -> dict[str, _Histogram]:
+        return {"attempts": self._attempts, "ingest": self._ingest}
+
+    def snapshot(self) -> bytes:
+        """This process's counts, for the process that answers a scrape to add up."""
+        return orjson.dumps(
+            {
+                "counters": {
+                    name: [[list(labels), value] for labels, value in counts.items()]
+                    for name, counts in self._counters().items()
+                },
+                "histograms": {name: h.snapshot() for name, h in self._histograms().items()},
+            }
+        )
+
+    def _summed(self) -> tuple[dict[str, Counts], dict[str, _Histogram], int]:
+        """Own counts plus the peers' of this scrape: a peer's malformed snapshot is
+        left out whole, and counted as missing."""
+        counters = {name: Counter(counts) for name, counts in self._counters().items()}
+        histograms = self._histograms()
+        answered = 0
+        for peer in self._peers:
+            try:
+                added = {
+                    name: Counter({tuple(labels): int(value) for labels, value in rows})
+                    for name, rows in peer["counters"].items()
+                    if name in counters
+                }
+                grown = {
+                    name: histograms[name].plus([peer["histograms"][name]]) for name in histograms
+                }
+            except (AttributeError, KeyError, TypeError, ValueError):
+                self._peers_missing = (self._peers_missing or 0) + 1
+                continue
+            for name, counts in added.items():
+                counters[name].update(counts)
+            histograms = grown
+            answered += 1
+        return {name: dict(counts) for name, counts in counters.items()}, histograms, answered
 
     # -- what ingest and attempts record (on the event loop) ------------------------
 
@@ -201,13 +274,36 @@ class Metrics:
     # -- a scrape --------------------------------------------------------------------
 
     async def exposition(
-        self, read_gauges: Callable[[], Awaitable[QueueGauges]], accept: str
+        self,
+        read_gauges: Callable[[], Awaitable[QueueGauges]],
+        accept: str,
+        peers: Callable[[], Awaitable[tuple[list[bytes], int]]] | None = None,
     ) -> tuple[bytes, str]:
         """The body and content type for a scrape: the store's gauges read (or their last
-        values, if the store does not answer in time), in the format `accept` asks for."""
-        await self._gauges.refresh(read_gauges)
+        values, if the store does not answer in time), in the format `accept` asks for.
+
+        With `peers` (a multi-process serve): every other process's counts are added to
+        this one's, and `relay_metrics_processes` says how many answered.
+        """
+        snapshots: list[bytes] = []
+        missing = None
+        if peers is not None:
+            (snapshots, missing), _ = await asyncio.gather(
+                peers(), self._gauges.refresh(read_gauges)
+            )
+        else:
+            await self._gauges.refresh(read_gauges)
         encode, content_type = choose_encoder(accept)
-        return encode(self.registry), content_type
+        self._peers, self._peers_missing = [], missing
+        for raw in snapshots:
+            try:
+                self._peers.append(orjson.loads(raw))
+            except orjson.JSONDecodeError:
+                self._peers_missing = (self._peers_missing or 0) + 1
+        try:
+            return encode(self.registry), content_type
+        finally:
+            self._peers, self._peers_missing = [], None
 
     def close(self) -> None:
         """Cancel a store read still in flight: the store is closing."""
@@ -215,42 +311,53 @@ class Metrics:
 
     def collect(self) -> Iterator[Metric]:
         """What `prometheus_client` renders: called by the registry during `exposition`."""
+        counters, histograms, answered = self._summed()
         yield _counter(
             "relay_events",
             "Hotmart events answered 200, by producer, event and outcome.",
             ("producer", "event", "outcome"),
-            self._events,
+            counters["events"],
         )
         yield _counter(
             "relay_ingest_rejections",
             "Posts to the ingest path refused, by HTTP status: nothing was stored.",
             ("status",),
-            self._rejections,
+            counters["rejections"],
         )
         yield _counter(
             "relay_deliveries",
             "Deliveries as they settle, by channel and status; retrying: an attempt failed"
             " and another is scheduled.",
             ("channel", "status"),
-            self._deliveries,
+            counters["deliveries"],
         )
         yield _counter(
             "relay_slips",
             "Sale recovery: slips notified to affiliates, and those whose purchase was then"
             " paid or expired (the first such event of the transaction).",
             ("outcome",),
-            self._slips,
+            counters["slips"],
         )
-        yield self._attempts.family(
+        yield histograms["attempts"].family(
             "relay_attempt_duration_seconds",
             "How long each delivery attempt took, by channel.",
             ("channel",),
         )
-        yield self._ingest.family(
+        yield histograms["ingest"].family(
             "relay_ingest_duration_seconds",
             "How long ingest took to answer a post, refusals included.",
             (),
         )
+        if self._peers_missing is not None:
+            processes = GaugeMetricFamily(
+                "relay_metrics_processes",
+                "A multi-process serve: the other processes whose counts this scrape adds"
+                " (answered), and those that did not answer in time (missing).",
+                labels=("state",),
+            )
+            processes.add_metric(("answered",), answered)
+            processes.add_metric(("missing",), self._peers_missing)
+            yield processes
         yield from self._store_gauges()
 
     def _store_gauges(self) -> Iterator[Metric]:

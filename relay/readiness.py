@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Protocol
 
 from relay.store import Store, StoreUnavailable
-from relay.supervisor import Supervisor, TaskState
+from relay.supervisor import TaskState
 
 # A healthy write takes milliseconds. One that has waited this long is behind a lock or
 # a failing disk, and ingest's answers will be late: not ready.
@@ -25,10 +26,17 @@ WRITE_STUCK_AFTER_S = 1.0
 PROBE_INTERVAL_S = 5.0
 
 
+class DispatcherState(Protocol):
+    """The dispatcher's supervisor in this process, or the dispatcher processes beside it."""
+
+    @property
+    def state(self) -> TaskState: ...
+
+
 @dataclass
 class Readiness:
     store: Store
-    dispatcher: Supervisor | None = None  # set once the dispatcher is supervised
+    dispatcher: DispatcherState | None = None  # set once the dispatcher is supervised
     draining: bool = False
     stuck_after_s: float = WRITE_STUCK_AFTER_S
 

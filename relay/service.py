@@ -1,34 +1,57 @@
-"""`relay serve`: one process that takes Hotmart's posts and delivers, until a signal."""
+"""`relay serve`: take Hotmart's posts and deliver, until a signal.
+
+One process (`delivery.workers = 0`) runs ingest and the dispatcher together, as on the
+smallest machines; otherwise a serving parent runs `server.workers` ingest processes and
+`delivery.workers` dispatcher processes (relay.worker_pool), so that ingest and
+delivery do not share one interpreter's lock.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import socket
 
 from relay.app import init_app
 from relay.config import Config
-from relay.event_loop import choose_loop
+from relay.event_loop import run_on_chosen_loop
 from relay.http_server import serve_until_stopped
 from relay.instance import single_instance
+from relay.store.backend import open_store
+from relay.worker_children import Logging
+from relay.worker_pool import WorkerPool, bind
 
-log = logging.getLogger("relay.serve")
+DEFAULT_LOGGING = Logging("text", "info")
 
 
-def serve(config: Config) -> None:
+def serve(config: Config, logs: Logging = DEFAULT_LOGGING) -> None:
     """Run HTTP ingest and the dispatcher until SIGTERM/SIGINT; then drain and return.
 
     The lock is taken before anything opens: a second serve on one database would hand
-    back the first one's leases.
+    back the first one's leases. `logs`: how the children of a multi-process serve log.
     """
-    app = init_app(config, wake_on_signal=True)
-    loop_name, loop_factory = choose_loop(config.server.event_loop)
-    with (
-        single_instance(config.resolve_path(config.storage.sqlite_path)),
-        asyncio.Runner(loop_factory=loop_factory) as runner,
-    ):
-        log.info("event loop: %s", loop_name)
-        runner.run(
-            serve_until_stopped(
-                app, config.server, shutdown_timeout_s=config.delivery.shutdown_grace_s
+    db_path = config.resolve_path(config.storage.sqlite_path)
+    if config.single_process:
+        app = init_app(config, wake_on_signal=True)
+        with single_instance(db_path):
+            run_on_chosen_loop(
+                serve_until_stopped(
+                    app, config.server, shutdown_timeout_s=config.delivery.shutdown_grace_s
+                ),
+                config.server.event_loop,
+                "serve",
             )
-        )
+        return
+    with single_instance(db_path):
+        listening = bind(config.server)
+        try:
+            # The parent only supervises: asyncio's own loop; the children choose theirs.
+            asyncio.run(_serve_with_workers(config, logs, listening))
+        finally:
+            listening.close()
+
+
+async def _serve_with_workers(config: Config, logs: Logging, listening: socket.socket) -> None:
+    # Migrate once, here, before any child opens the store.
+    async with open_store(config):
+        pass
+    await WorkerPool(config, logs).run(listening)

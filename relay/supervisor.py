@@ -47,6 +47,7 @@ class Supervisor:
         backoff_max_s: float | None = None,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        on_state: Callable[[TaskState], None] | None = None,
     ) -> None:
         self.name = name
         self._body = body
@@ -55,8 +56,21 @@ class Supervisor:
         self._backoff_max_s = RESTART_BACKOFF_MAX_S if backoff_max_s is None else backoff_max_s
         self._sleep = sleep
         self._monotonic = monotonic
-        self.state = TaskState.STARTING
+        # Told of every change: how a dispatcher process shows the serving parent's other
+        # processes that it runs (relay.dispatcher_board).
+        self._on_state = on_state
+        self._state = TaskState.STARTING
         self.restarts = 0
+
+    @property
+    def state(self) -> TaskState:
+        return self._state
+
+    @state.setter
+    def state(self, state: TaskState) -> None:
+        self._state = state
+        if self._on_state is not None:
+            self._on_state(state)
 
     @property
     def running(self) -> bool:

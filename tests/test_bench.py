@@ -34,4 +34,7 @@ def test_every_benchmark_runs_and_reports_its_figures(request: pytest.FixtureReq
     for name in ("webhook", "email"):
         assert results[name]["ratio_relay_to_raw"] is not None, name
         assert results[name]["relay"]["failures"] == 0, name
+    for layout in ("1 ingest + 0 dispatcher", "1 ingest + 1 dispatcher", "2 ingest + 1 dispatcher"):
+        assert results["workers"][layout]["bad_responses"] == 0, layout
+        assert results["workers"][layout]["delivered_per_s"] is not None, layout
     assert "summary" in output

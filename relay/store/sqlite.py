@@ -85,6 +85,7 @@ from relay.store.sqlite_statements import (
     write_each,
 )
 from relay.store.write_health import WriteMonitor
+from relay.store.write_lock import WriteLock
 
 T = TypeVar("T")
 # A claim looks at this many due rows (times the slots free) to fill them fairly across
@@ -108,10 +109,11 @@ async def open_sqlite_store(
     given it, the first open rekeys what an older relay stored (once per store).
     """
     await asyncio.to_thread(create_private, path)
+    lock = WriteLock(path)
     conn = await connect(path, factory)
     try:
-        store = SqliteStore(conn, busy_timeout_s=busy_timeout_ms / 1000)
-        await store.run(lambda c: prepare(c, busy_timeout_ms, SQL_DIR))
+        store = SqliteStore(conn, lock, busy_timeout_s=busy_timeout_ms / 1000)
+        await store.run(lambda c: _locked(lock, lambda: prepare(c, busy_timeout_ms, SQL_DIR)))
         if positional_keys is not None:
             await store.rekey_positional(positional_keys, time.time_ns() // 1_000_000)
         async with store.group_commit.running(), store.outcome_commit.running():
@@ -119,13 +121,23 @@ async def open_sqlite_store(
     finally:
         # aiosqlite's worker thread is not a daemon: an open connection blocks exit.
         await conn.close()
+        lock.close()
+
+
+def _locked(lock: WriteLock, fn: Callable[[], T]) -> T:
+    """Migrations write too: two processes opening one new store migrate it in turn."""
+    with lock.held():
+        return fn()
 
 
 class SqliteStore:
     """`relay.store.Store` on SQLite; single serving instance per database file."""
 
-    def __init__(self, conn: aiosqlite.Connection, *, busy_timeout_s: float) -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, lock: WriteLock, *, busy_timeout_s: float
+    ) -> None:
         self._conn = conn
+        self._lock = lock
         self._busy_timeout_s = busy_timeout_s
         self._writes = WriteMonitor()
         self.group_commit = GroupCommit(self._ingest_batch)
@@ -149,7 +161,9 @@ class SqliteStore:
         deadline = self._deadline() if deadline is None else deadline
         with self._writes.watching():
             try:
-                result, wrote = await self.run(lambda c: transaction(c, work, durable, deadline))
+                result, wrote = await self.run(
+                    lambda c: transaction(c, work, durable, deadline, self._lock)
+                )
             except ItemFailed:
                 raise  # one item of a batch: the store itself works
             except sqlite3.Error as exc:

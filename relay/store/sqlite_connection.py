@@ -7,6 +7,10 @@ no public "run this function on your thread", but it does call the connection's 
 connection be ours: handed a `Unit` (a str that carries a function), its `execute` runs
 the function with the connection and returns the result as the only row. Every other
 statement is plain sqlite3. This replaces aiosqlite's private `_execute`.
+
+Writers in several processes (`relay serve` with `delivery.workers`, a CLI replay) queue
+on a kernel lock of their own around each write transaction (relay.store.write_lock),
+not on SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from relay.store.queries import load_migrations, load_queries
+from relay.store.write_lock import WriteLock
 
 T = TypeVar("T")
 # Setting up a connection and framing a transaction: SQL kept with the rest, in sql/.
@@ -139,13 +144,27 @@ def transaction(
     work: Callable[[sqlite3.Connection], T],
     durable: bool,
     deadline: float,
+    lock: WriteLock,
 ) -> tuple[T, bool]:
-    """Run `work` in one BEGIN IMMEDIATE ... COMMIT, rolled back if anything fails.
+    """Run `work` in one BEGIN IMMEDIATE ... COMMIT, rolled back if anything fails, under
+    the relay's write lock.
 
     Also say whether it wrote anything: a transaction that changed nothing commits even
     on a full disk, so only one that wrote proves the store can write.
     """
-    # Wait for another process's lock only as long as the oldest caller has left.
+    with lock.held(deadline):
+        return _transaction(conn, work, durable, deadline)
+
+
+def _transaction(
+    conn: sqlite3.Connection,
+    work: Callable[[sqlite3.Connection], T],
+    durable: bool,
+    deadline: float,
+) -> tuple[T, bool]:
+    # Every relay writer takes the write lock first, so SQLite's own lock is held only
+    # by someone else (an operator's sqlite3 shell): wait for that one, too, only as
+    # long as the oldest caller has left.
     conn.execute(C["busy_timeout"].format(ms=max(0, int((deadline - time.monotonic()) * 1000))))
     # FULL fsyncs the WAL at commit: an accepted event survives power loss. Dispatch
     # bookkeeping (leases, attempt outcomes) uses NORMAL: it survives a process crash,

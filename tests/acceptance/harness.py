@@ -275,18 +275,28 @@ class Relay:
 
     # -- its memory ------------------------------------------------------------------------
 
+    def pids(self) -> list[int]:
+        """The serving process and its children (ingest and dispatcher processes)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *(int(pid) for pid in children)]
+
     def memory_kb(self) -> dict[str, int]:
-        """VmRSS and VmHWM (the peak) of the relay process, from /proc."""
-        found = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0])
+        """VmRSS and VmHWM (the peak) of the relay, from /proc: summed over its processes
+        (for several, the sum of peaks bounds the peak of the sum from above)."""
+        found = {"VmRSS": 0, "VmHWM": 0}
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError):  # a child that just exited
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    name, _, value = line.partition(":")
+                    if name in found:
+                        found[name] += int(value.split()[0])
         return found
 
     def reset_peak_memory(self) -> None:
         """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM)."""
-        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def outcome_line(fault: str, row: Any, detail: dict[str, Any]) -> str:
