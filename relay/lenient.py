@@ -148,6 +148,8 @@ def compact_code(text: str) -> str | None:
 
 
 def _plain_text(value: Any) -> str:
+    if type(value) is str:  # nearly every value in a body: the checks below cannot apply
+        return value.strip()
     if value is None or isinstance(value, dict | list):
         return ""
     try:
