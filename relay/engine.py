@@ -142,8 +142,17 @@ async def running(
             interval_s=purge_interval_s,
         ),
     )
+    # PostgreSQL: other instances' ingests and replays wake this dispatcher too.
+    listener = Supervisor(
+        "wake listener", lambda: relay.store.watch_for_work(relay.wake_dispatcher)
+    )
     relay.readiness.dispatcher = dispatcher
-    async with supervised(dispatcher), supervised(probe), supervised(purger):
+    async with (
+        supervised(dispatcher),
+        supervised(probe),
+        supervised(purger),
+        supervised(listener),
+    ):
         loop = asyncio.get_running_loop()
         if wake_on_signal:
             loop.add_signal_handler(WAKE_SIGNAL, relay.wake_dispatcher)

@@ -167,6 +167,9 @@ class SqliteStore:
     async def probe_write(self, now_ms: int) -> None:
         await self.transaction(lambda c: c.execute(Q["write_probe"], {"now_ms": now_ms}))
 
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
+        return  # one server per file: a CLI wakes it with a signal (relay.instance)
+
     # -- ingest ---------------------------------------------------------------------
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:

@@ -291,7 +291,7 @@ def _attempt_params(attempt: AttemptRecord) -> dict[str, Any]:
     }
 
 
-def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
+def claimed_delivery(row: sqlite3.Row | Mapping[str, Any]) -> ClaimedDelivery | str:
     """The claimed row, or why it cannot be read (then it is failed, not attempted)."""
     kinds = {k.value for k in DeliveryKind}
     channels = {c.value for c in Channel}
