@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, parents=[after_command])
 
-    command("serve", "run HTTP ingest and the dispatcher")
+    serve_command = command("serve", "run HTTP ingest and the dispatcher")
+    serve_command.add_argument(
+        "--migrate",
+        action="store_true",
+        help="PostgreSQL: apply the store's missing migrations first",
+    )
+    command("migrate", "apply the store's missing migrations (PostgreSQL; SQLite does it itself)")
     command("check-config", "validate the config and compile every template")
 
     history = command("history", "list deliveries, newest first")
@@ -172,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    from relay.commands import history, maintain, operate, recovery
+    from relay.commands import history, maintain, operate, recovery, store_admin
 
     if args.command == "check-config":
         return check_config(config)
@@ -180,6 +186,9 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         # A broken template would fail every delivery it serves: refuse to start instead.
         if check_config(config, quiet=True) != EXIT_OK:
             return EXIT_BAD_CONFIG
+        ready = asyncio.run(store_admin.ready_to_serve(config, migrate=args.migrate))
+        if ready != EXIT_OK:
+            return ready
         return serve(config)
     handlers = {
         "history": history.history,
@@ -190,6 +199,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         "recovery": recovery.recovery,
         "purge": maintain.purge,
         "backup": maintain.backup,
+        "migrate": store_admin.migrate,
     }
     return asyncio.run(handlers[args.command](config, args))
 

@@ -70,7 +70,8 @@ def postgres_dsn() -> Iterator[str]:
     asyncio.run(admin(f"CREATE SCHEMA {schema}"))
     separator = "&" if "?" in POSTGRES_DSN else "?"
     try:
-        yield f"{POSTGRES_DSN}{separator}search_path={schema}"
+        # Its connections carry the schema's name too, so a test can find (and cut) them.
+        yield f"{POSTGRES_DSN}{separator}search_path={schema}&application_name={schema}"
     finally:
         asyncio.run(admin(f"DROP SCHEMA {schema} CASCADE"))
 

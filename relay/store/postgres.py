@@ -60,6 +60,7 @@ from relay.records import (
 from relay.store import StoreRejected, StoreUnavailable
 from relay.store import postgres_reads as reads
 from relay.store.postgres_connection import (
+    POSTGRES_BACKUP,
     WAKE_CHANNEL,
     C,
     failure_kind,
@@ -86,10 +87,6 @@ T = TypeVar("T")
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
 POOL_MAX_SIZE = 10  # ingest and dispatch share it; PostgreSQL's default allows 100 in all
 COMMAND_TIMEOUT_S = 30.0  # a statement that takes this long is a store that does not answer
-BACKUP_REFUSAL = (
-    "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump, or a base "
-    "backup with WAL archiving), not `relay backup`"
-)
 
 
 @asynccontextmanager
@@ -482,7 +479,7 @@ class PostgresStore:
         return True
 
     async def backup(self, target: Path) -> BackupFacts:
-        raise StoreUnavailable(BACKUP_REFUSAL)
+        raise StoreUnavailable(POSTGRES_BACKUP)
 
     # -- sale recovery --------------------------------------------------------------
 

@@ -29,6 +29,11 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # One key for every relay migrating any schema of a database: they queue, which is rare
 # and brief, rather than race.
 MIGRATION_LOCK_KEY = zlib.crc32(b"relay migrations")
+# What a backup of this store is, said by `relay backup` and the store's backup().
+POSTGRES_BACKUP = (
+    "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump, or a base "
+    "backup with WAL archiving), not `relay backup`"
+)
 # The NOTIFY channel every instance's dispatcher listens on.
 WAKE_CHANNEL = "relay_due"
 
@@ -150,7 +155,9 @@ def row_count(status: str) -> int:
 
 async def schema_versions(conn: asyncpg.Connection) -> tuple[int, int]:
     """(applied, latest): the version the database has, and the newest this relay ships."""
-    current = int(await conn.fetchval(C["schema_version"].sql))
+    current = 0  # never migrated: no table yet
+    if await conn.fetchval(C["schema_version_exists"].sql):
+        current = int(await conn.fetchval(C["schema_version"].sql))
     latest = max((version for version, _ in load_migrations(SQL_DIR)), default=0)
     return current, latest
 

@@ -23,6 +23,8 @@ log = logging.getLogger("relay.store")
 # A row another instance queued is claimed within this, even if its NOTIFY was lost.
 FALLBACK_WAKE_S = 5.0
 RECONNECT_MIN_S = 0.5
+# How an operator (and a test) tells this connection in pg_stat_activity.
+LISTEN_NAME = "relay listen"
 RECONNECT_MAX_S = 10.0
 
 
@@ -38,7 +40,8 @@ async def listen_for_work(
     backoff_s = RECONNECT_MIN_S
     while True:
         try:
-            conn = await asyncpg.connect(dsn, server_settings=server_settings)
+            settings = {**(server_settings or {}), "application_name": LISTEN_NAME}
+            conn = await asyncpg.connect(dsn, server_settings=settings)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning(
                 "cannot listen for work on PostgreSQL (%s); retry in %.1fs",

@@ -6,10 +6,11 @@ CREATE TABLE IF NOT EXISTS schema_version (
     applied_at_ms BIGINT  NOT NULL
 )
 
+-- name: schema_version_exists
+SELECT to_regclass('schema_version') IS NOT NULL
+
 -- name: schema_version
--- 0 when the store was never migrated (no table yet).
-SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0
-            ELSE (SELECT COALESCE(MAX(version), 0) FROM schema_version) END
+SELECT COALESCE(MAX(version), 0) FROM schema_version
 
 -- name: lock_migrations
 -- Two instances started at once with --migrate: the second waits here, then finds the

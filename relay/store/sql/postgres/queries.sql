@@ -69,7 +69,9 @@ candidates AS (
           AND NOT (d.id = ANY (:exclude_ids::bigint[]))
           AND (:only_ids::bigint[] IS NULL OR d.id = ANY (:only_ids::bigint[]))
         ORDER BY d.next_attempt_at_ms, d.id
-        LIMIT :per_destination
+        -- Every row read here stays locked until COMMIT, chosen or not: read no more
+        -- than this claim could take, so concurrent claims find the rest.
+        LIMIT LEAST(:per_destination::bigint, :limit::bigint)
         FOR UPDATE OF d SKIP LOCKED
     ) c
     WHERE k.key IS NOT NULL
