@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="PostgreSQL: apply the store's missing migrations first",
     )
     command("migrate", "apply the store's missing migrations (PostgreSQL; SQLite does it itself)")
+    copy = command("copy-store", "copy the SQLite store into an empty PostgreSQL store")
+    copy.add_argument(
+        "--to", required=True, metavar="DSN", help="postgresql://... or env:NAME (keeps it secret)"
+    )
     command("check-config", "validate the config and compile every template")
 
     history = command("history", "list deliveries, newest first")
@@ -174,11 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for where, reason in exc.problems:
             print(f"  {where}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    args.environ = environ  # for a command's own `env:NAME` arguments (copy-store --to)
     return run_command(args, config)
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    from relay.commands import history, maintain, operate, recovery, store_admin
+    from relay.commands import copy_store, history, maintain, operate, recovery, store_admin
 
     if args.command == "check-config":
         return check_config(config)
@@ -200,6 +205,7 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         "purge": maintain.purge,
         "backup": maintain.backup,
         "migrate": store_admin.migrate,
+        "copy-store": copy_store.copy_store,
     }
     return asyncio.run(handlers[args.command](config, args))
 

@@ -282,3 +282,45 @@ async def test_terminated_connections_are_store_unavailable_then_it_resumes(
             outcomes.append(type(exc).__name__)
     assert set(outcomes) <= {"accepted", "StoreUnavailable"} and outcomes[-1] == "accepted"
     assert first.write_health().last_failure is None  # the last write worked again
+
+
+# -- moving over ------------------------------------------------------------------------------
+
+
+async def test_copy_store_moves_a_sqlite_history_into_an_empty_postgres_store(
+    postgres_dsn: str, config_dict: dict[str, Any], tmp_path: Path, capsys: Any
+) -> None:
+    from relay.records import HistoryFilter, NewAuditEntry
+    from relay.store.sqlite import open_sqlite_store
+
+    async with open_sqlite_store(tmp_path / "relay.sqlite3") as sqlite:
+        for name in ("a", "b", "c"):
+            await sqlite.ingest(new_event(name, DeliveryStatus.PENDING, DeliveryStatus.WITHHELD), 1)
+        (claimed, *_) = (await sqlite.claim_due(1, 10_000, 10, 100)).deliveries
+        failed = AttemptResolution(DeliveryStatus.FAILED, None, "HTTP 500", HealthEffect.FAILED)
+        await sqlite.record_attempt(
+            attempt(claimed.id, 1), failed, KEY, 1, None, 2, lease_token=claimed.lease_token
+        )
+        await sqlite.record_audit(NewAuditEntry("disable", "api", "::1", target=KEY), 3)
+        before = await sqlite.history(HistoryFilter())
+        detail = await sqlite.delivery(claimed.id)
+        health = await sqlite.destination_health()
+        audit = await sqlite.audit_log()
+    path = write_toml(config_dict, tmp_path / "relay.toml")
+
+    def copy(to: str) -> int:
+        return main(["--config", str(path), "copy-store", "--to", to])
+
+    assert await asyncio.to_thread(copy, postgres_dsn) == 0
+    assert "3 events, 6 deliveries, 1 attempts, 1 destinations, 1 audit_log" in (
+        capsys.readouterr().out
+    )
+    async with open_postgres_store(postgres_dsn) as pg:
+        assert await pg.history(HistoryFilter()) == before  # ids kept, every column
+        assert await pg.delivery(claimed.id) == detail
+        assert await pg.destination_health() == health
+        assert await pg.audit_log() == audit
+        later = await pg.ingest(new_event("d"), 5)
+        assert later.event_row_id == 4  # the identities moved past the copied ids
+    assert await asyncio.to_thread(copy, postgres_dsn) == 2  # never into a store with rows
+    assert "empty" in capsys.readouterr().err
