@@ -34,4 +34,7 @@ def test_every_benchmark_runs_and_reports_its_figures(request: pytest.FixtureReq
     for name in ("webhook", "email"):
         assert results[name]["ratio_relay_to_raw"] is not None, name
         assert results[name]["relay"]["failures"] == 0, name
+    for name in ("sqlite x1", "postgres x1", "postgres x2"):
+        assert results["stores"][name]["delivery_per_s"] > 0, name
+        assert results["stores"][name]["ingest_non_200"] == 0, name
     assert "summary" in output
