@@ -1,11 +1,12 @@
 """The shared store: PostgreSQL through an asyncpg pool, for several relay instances.
 
-Every method is one transaction on a pooled connection. No group commit of our own:
-concurrent transactions on the pool already share PostgreSQL's WAL flushes (a commit
-waits for a flush that serves every commit queued behind it), and each ingest failing
-alone is what `StoreRejected` asks for, for free. Ingest commits with the server's
-`synchronous_commit` (on: durable); dispatch bookkeeping sets it off for its own
-transactions, as SQLite's NORMAL: a lost outcome is a repeated attempt.
+Every method is one transaction on a pooled connection. Concurrent ingests share one
+(`GroupCommit`, as on SQLite), and so do attempt outcomes: measured on this 2-core
+machine it took ingest from 389 to 579 posts/s against one transaction per post (whose
+commits PostgreSQL's WAL writer already groups, but not their round trips). Ingest
+commits with the server's `synchronous_commit` (on: durable); dispatch bookkeeping sets
+it off for its own transactions, as SQLite's NORMAL: a lost outcome is a repeated
+attempt.
 
 Several instances share one outbox: claims read `FOR UPDATE SKIP LOCKED` and lease
 under a token (the fence); each instance leases as its own owner (`serve:<host>:<port>`),
@@ -59,6 +60,7 @@ from relay.records import (
 )
 from relay.store import StoreRejected, StoreUnavailable
 from relay.store import postgres_reads as reads
+from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.postgres_connection import (
     POSTGRES_BACKUP,
     WAKE_CHANNEL,
@@ -84,6 +86,8 @@ from relay.store.sqlite_statements import Outcome, from_row
 from relay.store.write_health import WriteMonitor
 
 T = TypeVar("T")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 Work = Callable[[asyncpg.Connection], Awaitable[T]]
 POOL_MAX_SIZE = 10  # ingest and dispatch share it; PostgreSQL's default allows 100 in all
 COMMAND_TIMEOUT_S = 30.0  # a statement that takes this long is a store that does not answer
@@ -125,7 +129,8 @@ async def open_postgres_store(
             server_settings=server_settings,
         )
         try:
-            yield store
+            async with store.group_commit.running(), store.outcome_commit.running():
+                yield store
         finally:
             await store.close()
     finally:
@@ -151,6 +156,8 @@ class PostgresStore:
         self._instance = instance
         self._owner_lock: asyncpg.Connection | None = None
         self._writes = WriteMonitor()
+        self.group_commit = GroupCommit(self._ingest_batch)
+        self.outcome_commit = GroupCommit(self._record_batch)
 
     async def close(self) -> None:
         if self._owner_lock is not None:
@@ -176,7 +183,7 @@ class PostgresStore:
                     if not durable:
                         await conn.execute("SET LOCAL synchronous_commit = off")
                     result = await work(conn)
-            except (StoreRejected, StoreUnavailable):
+            except (StoreRejected, StoreUnavailable, ItemFailed):
                 raise
             except Exception as exc:
                 if not is_store_fault(exc):
@@ -209,11 +216,23 @@ class PostgresStore:
     # -- ingest ---------------------------------------------------------------------
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:
-        async def work(conn: asyncpg.Connection) -> IngestResult:
-            result = await insert_event(conn, event, now_ms)
-            if result.status != "duplicate":
+        return await self.group_commit.submit((event, now_ms))
+
+    async def _ingest_batch(self, batch: Sequence[tuple[NewEvent, int]]) -> list[IngestResult]:
+        """Concurrent ingests in one transaction, as on SQLite: one commit (one WAL flush)
+        and one NOTIFY serve the batch; an item PostgreSQL refuses fails alone. Written
+        in idempotency-key order, so two instances' batches holding one resend each
+        lock in the same order and never deadlock."""
+
+        async def work(conn: asyncpg.Connection) -> list[IngestResult]:
+            results = await _each_in_order(
+                batch,
+                key=lambda item: (item[0].producer_id, item[0].hotmart_id),
+                write=lambda item: insert_event(conn, *item),
+            )
+            if any(result.status != "duplicate" for result in results):
                 await _notify(conn)
-            return result
+            return results
 
         return await self.transaction(work)
 
@@ -297,9 +316,7 @@ class PostgresStore:
             attempt, resolution, destination_key, disable_after_failures, alert, lease_token
         )
         try:
-            return await self.transaction(
-                lambda c: record_outcome(c, outcome, now_ms), durable=False
-            )
+            return await self.outcome_commit.submit((outcome, now_ms))
         except StoreRejected as rejected:
             reason = f"attempt {attempt.attempt_no} could not be recorded: {rejected}"
             params = {
@@ -310,6 +327,19 @@ class PostgresStore:
             }
             await self.transaction(lambda c: execute(c, "mark_unrecordable", params))
             raise
+
+    async def _record_batch(self, batch: Sequence[tuple[Outcome, int]]) -> list[HealthChange]:
+        """Outcomes group-committed like ingest. In destination order: each outcome locks
+        its destination's row, and two instances' batches must take those locks in one
+        order, or they could deadlock."""
+        return await self.transaction(
+            lambda conn: _each_in_order(
+                batch,
+                key=lambda item: (item[0].destination_key, item[0].attempt.delivery_id),
+                write=lambda item: record_outcome(conn, *item),
+            ),
+            durable=False,
+        )
 
     async def resolve_without_attempt(
         self,
@@ -499,6 +529,26 @@ class PostgresStore:
         return await self.read(
             lambda c: reads.recovery_figures(c, since_ms, producer_id, affiliate_code)
         )
+
+
+async def _each_in_order(
+    batch: Sequence[Item],
+    *,
+    key: Callable[[Item], tuple[str, Any]],
+    write: Callable[[Item], Awaitable[Result]],
+) -> list[Result]:
+    """Write a batch's items in `key` order, in the open transaction; the results in the
+    batch's order. An item PostgreSQL refuses becomes `ItemFailed` (its index in the
+    batch), so the group commit writes the rest again without it."""
+    results: dict[int, Result] = {}
+    for index in sorted(range(len(batch)), key=lambda i: key(batch[i])):
+        try:
+            results[index] = await write(batch[index])
+        except Exception as exc:
+            if is_store_fault(exc):
+                raise
+            raise ItemFailed(index, StoreRejected(rejection(exc))) from exc
+    return [results[index] for index in range(len(batch))]
 
 
 async def _notify(conn: asyncpg.Connection) -> None:
