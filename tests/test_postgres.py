@@ -324,3 +324,16 @@ async def test_copy_store_moves_a_sqlite_history_into_an_empty_postgres_store(
         assert later.event_row_id == 4  # the identities moved past the copied ids
     assert await asyncio.to_thread(copy, postgres_dsn) == 2  # never into a store with rows
     assert "empty" in capsys.readouterr().err
+
+
+async def test_serve_migrate_applies_the_migrations_before_serving(
+    postgres_dsn: str, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    from relay.commands.store_admin import ready_to_serve
+
+    config = build_config(pg_config(config_dict, postgres_dsn), tmp_path)
+    assert await ready_to_serve(config, migrate=False) == 2
+    assert await ready_to_serve(config, migrate=True) == 0
+    assert await ready_to_serve(config, migrate=False) == 0
+    unreachable = build_config(pg_config(config_dict, "postgresql://x@127.0.0.1:1/db"), tmp_path)
+    assert await ready_to_serve(unreachable, migrate=True) == 1

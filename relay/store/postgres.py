@@ -441,6 +441,8 @@ class PostgresStore:
         async def work(conn: asyncpg.Connection) -> None:
             await execute(conn, "ensure_destination", params)
             await execute(conn, "set_destination_enabled", params)
+            if enabled:
+                await _notify(conn)  # its rows may be replayed now, on any instance
 
         await self.transaction(work)
 
