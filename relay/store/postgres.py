@@ -82,7 +82,8 @@ from relay.store.postgres_statements import (
     rows,
     value,
 )
-from relay.store.sqlite_statements import Outcome, from_row
+from relay.store.rows import Outcome
+from relay.store.sqlite_statements import from_row
 from relay.store.write_health import WriteMonitor
 
 T = TypeVar("T")

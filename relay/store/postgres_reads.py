@@ -35,6 +35,7 @@ from relay.records import (
 from relay.store.postgres_connection import SQL_DIR, compile_named, load_statements
 from relay.store.postgres_statements import SETTLING, execute, rows, value
 from relay.store.queries import load_queries
+from relay.store.rows import redecided_params, regrant_params, superseded_reason
 from relay.store.sqlite_history import history_statement
 from relay.store.sqlite_statements import from_row
 
@@ -157,14 +158,7 @@ async def regrant(
     """As `sqlite_regrant.regrant`: a row no longer withheld is left as it is."""
     result = RegrantResult()
     for change in regrants:
-        params = {
-            "id": change.delivery_id,
-            "status": change.status.value,
-            "reason": change.reason,
-            "channel": change.channel,
-            "now_ms": now_ms,
-        }
-        if await value(conn, "regrant", params) is None:
+        if await value(conn, "regrant", regrant_params(change, now_ms)) is None:
             continue
         if change.status == DeliveryStatus.PENDING:
             result.pending.append(change.delivery_id)
@@ -184,30 +178,12 @@ async def _replace(
         return
     created: list[tuple[int, DeliveryStatus]] = []
     for new in replacement.deliveries:
-        new_id = await value(
-            conn,
-            "insert_redecided",
-            {
-                "event_id": replacement.event_row_id,
-                "kind": new.kind.value,
-                "affiliate_code": new.affiliate_code,
-                "destination_key": new.destination_key,
-                "channel": new.channel,
-                "status": new.status.value,
-                "reason": new.reason,
-                "message_id": new.message_id,
-                "next_attempt_at_ms": now_ms if new.status == DeliveryStatus.PENDING else None,
-                "now_ms": now_ms,
-                "notification": new.notification,
-            },
-        )
+        new_id = await value(conn, "insert_redecided", redecided_params(replacement, new, now_ms))
         if new_id is not None:
             created.append((int(new_id), new.status))
     if not created:
         return
-    reason = "decided again: replaced by " + ", ".join(
-        f"delivery {new_id} ({status.value})" for new_id, status in created
-    )
+    reason = superseded_reason(created)
     for old_id in still:
         await execute(conn, "supersede", {"id": old_id, "reason": reason, "now_ms": now_ms})
         result.replaced.append((old_id, [new_id for new_id, _ in created]))

@@ -9,28 +9,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from relay.hotmart import SETTLING_EVENTS, reminder_cancel_reason
 from relay.records import (
-    Channel,
     ClaimedDelivery,
-    DeliveryKind,
-    DeliveryStatus,
     HealthChange,
     HealthEffect,
     IngestResult,
-    NewAlert,
     NewDelivery,
     NewEvent,
     Notice,
     UnreadableRow,
 )
 from relay.store.postgres_connection import SQL_DIR, load_statements, row_count, run
-from relay.store.sqlite_statements import ALERT_SOURCE, Outcome, claimed_delivery
+from relay.store.rows import (
+    Outcome,
+    alert_event,
+    attempt_params,
+    delivery_params,
+    event_params,
+    failures_disable_reason,
+    gone_disable_reason,
+    reminders_cancelled,
+    resolve_params,
+    sendable,
+)
+from relay.store.sqlite_statements import claimed_delivery
 
 # The named statements of sql/postgres/queries.sql, read once at import.
 P = load_statements(SQL_DIR / "queries.sql")
@@ -64,33 +71,9 @@ async def insert_event(conn: asyncpg.Connection, event: NewEvent, now_ms: int) -
     statement = P["insert_delivery"]
     await conn.executemany(
         statement.sql,
-        [
-            statement.args(
-                {
-                    "event_id": event_row_id,
-                    "kind": d.kind.value,
-                    "producer_id": event.producer_id,
-                    "affiliate_code": d.affiliate_code,
-                    "destination_key": d.destination_key,
-                    "channel": d.channel,
-                    "event_name": event.event_name,
-                    "status": d.status.value,
-                    "reason": d.reason,
-                    "message_id": d.message_id,
-                    "next_attempt_at_ms": (d.due_at_ms or now_ms)
-                    if d.status == DeliveryStatus.PENDING
-                    else None,
-                    "now_ms": now_ms,
-                    "notification": d.notification,
-                }
-            )
-            for d in deliveries
-        ],
+        [statement.args(delivery_params(event_row_id, event, d, now_ms)) for d in deliveries],
     )
-    sendable = sum(
-        1 for d in deliveries if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
-    )
-    return IngestResult(event.outcome, int(event_row_id), sendable)
+    return IngestResult(event.outcome, int(event_row_id), sendable(deliveries))
 
 
 async def _settle_reminders(
@@ -108,64 +91,16 @@ async def _settle_reminders(
     if any(d.notification == Notice.REMINDER for d in found):
         settled = await value(conn, "settling_event", {**sale, "settling": SETTLING})
         if settled is not None:
-            reason = reminder_cancel_reason(settled)
-            found = [
-                replace(d, status=DeliveryStatus.CANCELLED, reason=reason, due_at_ms=None)
-                if d.notification == Notice.REMINDER
-                else d
-                for d in found
-            ]
+            found = reminders_cancelled(found, reminder_cancel_reason(settled))
     return found
-
-
-def event_params(event: NewEvent) -> dict[str, Any]:
-    return {
-        "producer_id": event.producer_id,
-        "hotmart_id": event.hotmart_id,
-        "event_name": event.event_name,
-        "source": event.source,
-        "outcome": event.outcome,
-        "transaction_code": event.transaction_code,
-        "product_id": event.product_id,
-        "payload_json": event.payload_json,
-    }
 
 
 async def record_outcome(conn: asyncpg.Connection, outcome: Outcome, now_ms: int) -> HealthChange:
     """Record one attempt, only if the row still holds the writer's lease (the fence)."""
-    attempt, resolution = outcome.attempt, outcome.resolution
-    moved = await execute(
-        conn,
-        "resolve_delivery",
-        {
-            "delivery_id": attempt.delivery_id,
-            "attempt_no": attempt.attempt_no,
-            "status": resolution.status.value,
-            "next_attempt_at_ms": resolution.next_attempt_at_ms,
-            "last_error": resolution.last_error,
-            "reason": resolution.last_error or "delivered",
-            "now_ms": now_ms,
-            "lease_token": outcome.lease_token,
-        },
-    )
+    moved = await execute(conn, "resolve_delivery", resolve_params(outcome, now_ms))
     if moved == 0:  # the lease ran out and another claim took the row: not ours
         return HealthChange(disabled_now=False, consecutive_failures=0, recorded=False)
-    await execute(
-        conn,
-        "insert_attempt",
-        {
-            "delivery_id": attempt.delivery_id,
-            "attempt_no": attempt.attempt_no,
-            "started_at_ms": attempt.started_at_ms,
-            "latency_ms": attempt.latency_ms,
-            "outcome": attempt.outcome,
-            "status_code": attempt.status_code,
-            "response_excerpt": attempt.response_excerpt,
-            "response_headers": json.dumps(attempt.response_headers),
-            "request_payload": attempt.request_payload,
-            "detail": attempt.detail,
-        },
-    )
+    await execute(conn, "insert_attempt", attempt_params(outcome.attempt))
     return await _update_health(conn, outcome, now_ms)
 
 
@@ -190,46 +125,17 @@ async def _update_health(conn: asyncpg.Connection, outcome: Outcome, now_ms: int
         found = (await rows(conn, "destination_failed", params))[0]
         failures = int(found["consecutive_failures"])
         if found["enabled"] and failures >= outcome.disable_after_failures:
-            disable_reason = (
-                f"{failures} consecutive failed deliveries; last: {resolution.last_error}"
-            )
+            disable_reason = failures_disable_reason(failures, resolution.last_error)
     else:
         await execute(conn, "destination_error", params)
         if effect == HealthEffect.GONE:
-            disable_reason = f"receiver answered 410 Gone: {resolution.last_error}"
+            disable_reason = gone_disable_reason(resolution.last_error)
     if not disable_reason:
         return HealthChange(disabled_now=False, consecutive_failures=failures)
     disabled_now = await execute(conn, "disable_destination", {**params, "reason": disable_reason})
     if disabled_now and outcome.alert is not None:
-        await insert_alert(conn, outcome.alert, now_ms)
+        await insert_event(conn, alert_event(outcome.alert), now_ms)
     return HealthChange(disabled_now=bool(disabled_now), consecutive_failures=failures)
-
-
-async def insert_alert(conn: asyncpg.Connection, alert: NewAlert, now_ms: int) -> None:
-    """An alert is the relay's own event with one pending delivery of kind `alert`."""
-    await insert_event(
-        conn,
-        NewEvent(
-            producer_id=alert.producer_id,
-            hotmart_id=alert.alert_id,
-            event_name=alert.event_name,
-            source=ALERT_SOURCE,
-            transaction_code="",
-            product_id="",
-            payload_json=alert.payload_json,
-            deliveries=(
-                NewDelivery(
-                    status=DeliveryStatus.PENDING,
-                    reason=alert.reason,
-                    message_id=alert.message_id,
-                    destination_key=alert.destination_key,
-                    channel=Channel.EMAIL.value,
-                    kind=DeliveryKind.ALERT,
-                ),
-            ),
-        ),
-        now_ms,
-    )
 
 
 def _is_json(text: str) -> bool:
