@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -193,25 +194,32 @@ async def test_a_restarted_instance_takes_back_only_its_own_leases_and_only_once
 # -- wake-ups ------------------------------------------------------------------------------
 
 
+@asynccontextmanager
+async def listening(dsn: str, fallback_s: float) -> AsyncIterator[asyncio.Queue[str]]:
+    """A dispatcher's wake-ups, as a queue: one item per wake."""
+    woken = asyncio.Queue[str]()
+    listener = asyncio.create_task(
+        listen_for_work(dsn, lambda: woken.put_nowait("wake"), fallback_s=fallback_s)
+    )
+    try:
+        await asyncio.wait_for(woken.get(), timeout=10)  # listening: it looks once at start
+        yield woken
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+
+
 async def test_an_ingest_on_one_instance_wakes_the_dispatcher_of_another(
     two: tuple[PostgresStore, PostgresStore], postgres_dsn: str
 ) -> None:
     first, _ = two
-    woken = asyncio.Queue[str]()
-    listener = asyncio.create_task(
-        listen_for_work(postgres_dsn, lambda: woken.put_nowait("wake"), fallback_s=3600)
-    )
-    try:
-        await asyncio.wait_for(woken.get(), timeout=10)  # listening: it looks once at start
+    async with listening(postgres_dsn, fallback_s=3600) as woken:
         await first.ingest(new_event("a"), now_ms=1)
         await asyncio.wait_for(woken.get(), timeout=10)
         await first.ingest(new_event("a"), now_ms=1)  # a duplicate makes nothing due
         await first.requeue([1], now_ms=2)  # queued, not yet attempted: a wake all the same
         await asyncio.wait_for(woken.get(), timeout=10)
         assert woken.empty()
-    finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
 
 
 async def terminate_others(dsn: str, application_name: str | None = None) -> int:
@@ -235,21 +243,28 @@ async def test_a_dropped_listen_connection_is_reconnected_and_wakes_again(
     two: tuple[PostgresStore, PostgresStore], postgres_dsn: str
 ) -> None:
     first, _ = two
-    woken = asyncio.Queue[str]()
-    listener = asyncio.create_task(
-        listen_for_work(postgres_dsn, lambda: woken.put_nowait("wake"), fallback_s=0.5)
-    )
+    admin = await asyncpg.connect(postgres_dsn)
+
+    async def listener_pids() -> set[int]:
+        found = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'relay listen'"
+        )
+        return {row["pid"] for row in found}
+
     try:
-        await asyncio.wait_for(woken.get(), timeout=10)
-        assert await terminate_others(postgres_dsn, "relay listen") == 1
-        await asyncio.sleep(1.5)  # the fallback notices, then it reconnects
-        while not woken.empty():
-            woken.get_nowait()
-        await first.ingest(new_event("after"), now_ms=1)
-        await asyncio.wait_for(woken.get(), timeout=10)
+        async with listening(postgres_dsn, fallback_s=0.2) as woken:
+            (before,) = await listener_pids()
+            assert await terminate_others(postgres_dsn, "relay listen") == 1
+            for _ in range(200):  # the fallback notices within 0.2 s, then it reconnects
+                now = await listener_pids()
+                if now and before not in now:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(now) == 1 and before not in now  # listening again, on a new connection
+            await first.ingest(new_event("after"), now_ms=1)
+            await asyncio.wait_for(woken.get(), timeout=10)
     finally:
-        listener.cancel()
-        await asyncio.gather(listener, return_exceptions=True)
+        await admin.close()
 
 
 # -- losing the database ------------------------------------------------------------------
