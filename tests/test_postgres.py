@@ -352,3 +352,21 @@ async def test_serve_migrate_applies_the_migrations_before_serving(
     assert await ready_to_serve(config, migrate=False) == 0
     unreachable = build_config(pg_config(config_dict, "postgresql://x@127.0.0.1:1/db"), tmp_path)
     assert await ready_to_serve(unreachable, migrate=True) == 1
+
+
+async def test_a_cli_send_on_a_shared_store_is_sent_and_recorded(
+    postgres_dsn: str, config_dict: dict[str, Any], tmp_path: Path, capsys: Any
+) -> None:
+    from relay.records import HistoryFilter
+
+    path = write_toml(pg_config(config_dict, postgres_dsn), tmp_path / "relay.toml")
+    assert await asyncio.to_thread(main, ["--config", str(path), "migrate"]) == 0
+    sent = await asyncio.to_thread(
+        main, ["--config", str(path), "send-test", "--affiliate", "K12345678M"]
+    )
+    assert sent == 0, capsys.readouterr().err
+    async with open_postgres_store(postgres_dsn) as store:
+        (row,) = await store.history(HistoryFilter())
+        assert (row.kind, row.status) == ("test", "delivered")
+        assert await store.known_statuses() == ["delivered"]
+    assert len(list((tmp_path / "mail" / "new").iterdir())) == 1
