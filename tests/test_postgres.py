@@ -370,3 +370,18 @@ async def test_a_cli_send_on_a_shared_store_is_sent_and_recorded(
         assert (row.kind, row.status) == ("test", "delivered")
         assert await store.known_statuses() == ["delivered"]
     assert len(list((tmp_path / "mail" / "new").iterdir())) == 1
+
+
+async def test_a_listener_that_cannot_connect_wakes_the_dispatcher_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "postgresql://relay:s3cr3t-pw@127.0.0.1:1/relay"
+    woken = asyncio.Queue[str]()
+    listener = asyncio.create_task(listen_for_work(secret, lambda: woken.put_nowait("wake")))
+    try:
+        await asyncio.wait_for(woken.get(), timeout=10)  # it looks by itself meanwhile
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    assert "cannot listen for work on PostgreSQL (connection lost)" in caplog.text
+    assert "s3cr3t-pw" not in caplog.text

@@ -10,7 +10,10 @@ from relay.records import (
     DeliveryStatus,
     HealthEffect,
     HistoryFilter,
+    NewAlert,
     NewDelivery,
+    NewEvent,
+    Notice,
     Regrant,
     Replacement,
     ScrubbedEvent,
@@ -98,3 +101,51 @@ async def test_the_settling_event_of_a_sale(store: Store) -> None:
     assert await store.settling_event("acme", "HPslip") == "PURCHASE_APPROVED"
     facts = await store.follow_up_facts("acme", "HPslip")
     assert facts.paid
+
+
+def reminder(name: str, due_at_ms: int) -> NewEvent:
+    return replace(
+        new_event(name),
+        transaction_code="HPsale",
+        deliveries=(
+            NewDelivery(
+                DeliveryStatus.PENDING,
+                "remind",
+                f"msg_{name}",
+                "K1",
+                KEY,
+                "email",
+                notification=Notice.REMINDER,
+                due_at_ms=due_at_ms,
+            ),
+        ),
+    )
+
+
+async def test_a_settled_sale_cancels_its_reminders_whichever_arrives_first(
+    store: Store,
+) -> None:
+    before = await store.ingest(reminder("early", due_at_ms=1_000), now_ms=1)
+    assert before.deliveries == 0  # scheduled, not sent now
+    paid = replace(new_event("paid"), event_name="PURCHASE_APPROVED", transaction_code="HPsale")
+    await store.ingest(replace(paid, deliveries=()), now_ms=2)
+    await store.ingest(reminder("late", due_at_ms=1_000), now_ms=3)
+    rows = {row.message_id: row for row in await store.history(HistoryFilter())}
+    assert rows["msg_early"].status == rows["msg_late"].status == "cancelled"
+    assert rows["msg_late"].reason == "paid before the reminder was due (PURCHASE_APPROVED)"
+
+
+async def test_a_410_disables_at_once_and_stores_its_alert(store: Store) -> None:
+    await store.ingest(new_event("gone"), now_ms=1)
+    (claimed,) = (await store.claim_due(1, 100, 10, 100)).deliveries
+    gone = AttemptResolution(DeliveryStatus.FAILED, None, "HTTP 410", HealthEffect.GONE)
+    alert = NewAlert("acme", "alert-gone", "DESTINATION_DISABLED", KEY, "m-alert", "off", "{}")
+    change = await store.record_attempt(
+        attempt(claimed.id, 1), gone, KEY, 20, alert, 2, lease_token=claimed.lease_token
+    )
+    assert change.disabled_now and change.recorded
+    health = (await store.destination_health())[KEY]
+    assert not health.enabled and "410 Gone" in health.disabled_reason
+    assert health.last_error == "HTTP 410"
+    (pending,) = await store.history(HistoryFilter(status="pending"))
+    assert pending.kind == "alert"

@@ -127,10 +127,10 @@ def failure_kind(exc: BaseException) -> str:
     for prefix, phrase in _FAILURES.items():
         if state.startswith(prefix):
             return phrase
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):  # before OSError, its base
+        return "timed out"
     if isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError):
         return "connection lost"
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
-        return "timed out"
     return "write failed"
 
 
