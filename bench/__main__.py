@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -15,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import channels, ingest, latency, workers
+from bench import channels, ingest, latency, stores, workers
 from bench.common import load_average
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
@@ -28,6 +29,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "webhook": channels.run_webhook,
     "email": channels.run_email,
     "workers": workers.run,
+    "stores": stores.run,
 }
 
 
@@ -82,6 +84,12 @@ def summary(results: dict[str, Any]) -> list[str]:
             f"{'email delivery relay/raw':<34} {email['ratio_relay_to_raw']} "
             f"(vs raw building MIME per message: {email['ratio_relay_to_raw_mime_per_message']})"
         )
+    for name, row in results.get("stores", {}).items():
+        if isinstance(row, dict) and "ingest_per_s" in row:
+            lines.append(
+                f"{'store ' + name:<34} ingest {row['ingest_per_s']}/s, "
+                f"delivery {row['delivery_per_s']}/s"
+            )
     return lines
 
 
@@ -99,8 +107,16 @@ def main(argv: list[str] | None = None) -> None:
     length.add_argument(
         "--seconds", type=float, help="each measured run lasts about this long (a smoke test: 1)"
     )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres", "both"],
+        default="both",
+        help="the rows of the stores benchmark (PostgreSQL: $RELAY_BENCH_POSTGRES)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     args = parser.parse_args(argv)
+    chosen = ("sqlite", "postgres") if args.store == "both" else (args.store,)
+    BENCHMARKS["stores"] = functools.partial(stores.run, stores=chosen)
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
     seconds = QUICK_S if args.quick else args.seconds
     results = asyncio.run(run_all(names, seconds))

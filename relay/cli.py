@@ -41,7 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help_text, parents=[after_command])
 
-    command("serve", "run HTTP ingest and the dispatcher")
+    serve_command = command("serve", "run HTTP ingest and the dispatcher")
+    serve_command.add_argument(
+        "--migrate",
+        action="store_true",
+        help="PostgreSQL: apply the store's missing migrations first",
+    )
+    command("migrate", "apply the store's missing migrations (PostgreSQL; SQLite does it itself)")
+    copy = command("copy-store", "copy the SQLite store into an empty PostgreSQL store")
+    copy.add_argument(
+        "--to", required=True, metavar="DSN", help="postgresql://... or env:NAME (keeps it secret)"
+    )
     command("check-config", "validate the config and compile every template")
 
     history = command("history", "list deliveries, newest first")
@@ -168,11 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for where, reason in exc.problems:
             print(f"  {where}: {reason}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    args.environ = environ  # for a command's own `env:NAME` arguments (copy-store --to)
     return run_command(args, config)
 
 
 def run_command(args: argparse.Namespace, config: Config) -> int:
-    from relay.commands import history, maintain, operate, recovery
+    from relay.commands import copy_store, history, maintain, operate, recovery, store_admin
 
     if args.command == "check-config":
         return check_config(config)
@@ -180,6 +191,9 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         # A broken template would fail every delivery it serves: refuse to start instead.
         if check_config(config, quiet=True) != EXIT_OK:
             return EXIT_BAD_CONFIG
+        ready = asyncio.run(store_admin.ready_to_serve(config, migrate=args.migrate))
+        if ready != EXIT_OK:
+            return ready
         return serve(config, args)
     handlers = {
         "history": history.history,
@@ -190,6 +204,8 @@ def run_command(args: argparse.Namespace, config: Config) -> int:
         "recovery": recovery.recovery,
         "purge": maintain.purge,
         "backup": maintain.backup,
+        "migrate": store_admin.migrate,
+        "copy-store": copy_store.copy_store,
     }
     return asyncio.run(handlers[args.command](config, args))
 

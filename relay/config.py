@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
 )
@@ -94,6 +95,9 @@ class ServerConfig(_Model):
 
 class StorageConfig(_Model):
     sqlite_path: str = "var/relay.sqlite3"
+    # Set (a postgres:// URL, usually "env:NAME"): the store is PostgreSQL, shared by every
+    # instance that names it. A secret (it may carry a password): never logged or shown.
+    postgres_dsn: SecretStr | None = Field(None, min_length=1)
     retention_s: Duration = Field(DEFAULT_RETENTION_S, alias="retention")
     # How long a write waits for a lock held by another process before ingest answers 503.
     busy_timeout_s: Duration = Field(DEFAULT_BUSY_TIMEOUT_S, alias="busy_timeout")

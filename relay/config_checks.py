@@ -39,6 +39,7 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
     Values that are not even the right type are skipped here: validation reports them.
     """
     problems: list[tuple[str, str]] = []
+    problems.extend(_storage_choice(raw.get("storage")))
     delivery = raw.get("delivery")
     problems.extend(_workers_problems(raw.get("server"), delivery))
     allow_private = _flag(
@@ -71,6 +72,19 @@ def cross_check(raw: Mapping[str, Any]) -> list[tuple[str, str]]:
                     problems.append((f"{a_where}.destinations.{d_index}.url", reason))
             problems.extend(_duplicate_destination_ids(a_where, affiliate))
     return problems
+
+
+def _storage_choice(storage: Any) -> list[tuple[str, str]]:
+    """One store: a sqlite_path written out next to a postgres_dsn is a config that cannot
+    say which one holds the outbox (the default sqlite_path alone does not count)."""
+    if isinstance(storage, dict) and "sqlite_path" in storage and "postgres_dsn" in storage:
+        return [
+            (
+                "storage.postgres_dsn",
+                "set together with storage.sqlite_path: choose one store (remove one key)",
+            )
+        ]
+    return []
 
 
 def _duplicate_destination_ids(where: str, affiliate: Mapping[str, Any]) -> list[tuple[str, str]]:

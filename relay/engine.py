@@ -154,6 +154,10 @@ async def running(
             interval_s=purge_interval_s,
         ),
     )
+    # PostgreSQL: other instances' ingests and replays wake this dispatcher too.
+    listener = Supervisor(
+        "wake listener", lambda: relay.store.watch_for_work(relay.wake_dispatcher)
+    )
     async with AsyncExitStack() as tasks:
         await tasks.enter_async_context(supervised(probe))
         if daily_purge:
@@ -163,6 +167,7 @@ async def running(
             return
         relay.readiness.dispatcher = dispatcher
         await tasks.enter_async_context(supervised(dispatcher))
+        await tasks.enter_async_context(supervised(listener))
         loop = asyncio.get_running_loop()
         if wake_on_signal:
             loop.add_signal_handler(WAKE_SIGNAL, relay.wake_dispatcher)

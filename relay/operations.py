@@ -38,6 +38,7 @@ from relay.records import (
 from relay.regrant import plan_regrant
 from relay.samples import sample_slip_event
 from relay.store import Store
+from relay.store.backend import uses_postgres
 from relay.targets import describe, find_destination
 
 # How often a waiting operation reads the store while the server sends: quick enough to
@@ -250,16 +251,20 @@ async def deliver_now(
 
     The wait is bounded by an attempt's lease (the longest one may take), or `wait_s`.
     """
+    # On PostgreSQL no lock file says whether a server runs: the rows were queued with a
+    # NOTIFY that wakes every instance, and this process sends too; leases keep each
+    # row to one sender.
+    shared = uses_postgres(config)
     db_path = config.resolve_path(config.storage.sqlite_path)
     waiting: set[int] = set()
-    if wake_server(db_path):
+    if not shared and wake_server(db_path):
         timeout_s = bounds_of(config).lease_s if wait_s is None else wait_s
         waiting = await _wait_for_outcomes(store, ids, timeout_s, on_settled)
     else:
         async with open_relay(config, store=store, owner=cli_lease_owner(os.getpid())) as relay:
             await relay.dispatcher.run_burst(only_ids=ids, on_done=on_settled)
-        # A server started meanwhile, if any, takes over the retries this left.
-        wake_server(db_path)
+        if not shared:  # a server started meanwhile, if any, takes over the retries left
+            wake_server(db_path)
     settled = []
     for delivery_id in ids:
         detail = await store.delivery(delivery_id)

@@ -59,6 +59,14 @@ def cli_lease_owner(pid: int) -> str:
     return f"cli:{pid}"
 
 
+def dispatcher_lease_owner(slot: int) -> str:
+    """Each dispatcher slot of a multi-process serve leases as its own owner: a restarted
+    slot hands back what it held when it died (release_leases), never what the other
+    slots hold now. Slot 0 is "serve", as the one-process relay, so either mode finds the
+    other's leases. A shared store (PostgreSQL) makes each name its instance's own."""
+    return SERVE_LEASE_OWNER if slot == 0 else f"{SERVE_LEASE_OWNER}-{slot}"
+
+
 @dataclass(frozen=True)
 class NewDelivery:
     """One decision row to insert with its event."""

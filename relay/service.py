@@ -9,6 +9,7 @@ delivery do not share one interpreter's lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from relay.app import init_app
@@ -16,7 +17,7 @@ from relay.config import Config
 from relay.event_loop import run_on_chosen_loop
 from relay.http_server import serve_until_stopped
 from relay.instance import single_instance
-from relay.store.backend import open_store
+from relay.store.backend import open_store, uses_postgres
 from relay.worker_children import Logging
 from relay.worker_pool import WorkerPool, bind
 
@@ -26,13 +27,19 @@ DEFAULT_LOGGING = Logging("text", "info")
 def serve(config: Config, logs: Logging = DEFAULT_LOGGING) -> None:
     """Run HTTP ingest and the dispatcher until SIGTERM/SIGINT; then drain and return.
 
-    The lock is taken before anything opens: a second serve on one database would hand
-    back the first one's leases. `logs`: how the children of a multi-process serve log.
+    SQLite: the lock is taken before anything opens: a second serve on one database
+    would hand back the first one's leases. PostgreSQL takes no such lock: instances
+    share the store, each leasing as its own owner (relay.store.postgres). `logs`: how
+    the children of a multi-process serve log.
     """
-    db_path = config.resolve_path(config.storage.sqlite_path)
+    lock = (
+        contextlib.nullcontext()
+        if uses_postgres(config)
+        else single_instance(config.resolve_path(config.storage.sqlite_path))
+    )
     if config.single_process:
         app = init_app(config, wake_on_signal=True)
-        with single_instance(db_path):
+        with lock:
             run_on_chosen_loop(
                 serve_until_stopped(
                     app, config.server, shutdown_timeout_s=config.delivery.shutdown_grace_s
@@ -41,7 +48,7 @@ def serve(config: Config, logs: Logging = DEFAULT_LOGGING) -> None:
                 "serve",
             )
         return
-    with single_instance(db_path):
+    with lock:
         listening = bind(config.server)
         try:
             # The parent only supervises: asyncio's own loop; the children choose theirs.

@@ -32,7 +32,7 @@ from relay.event_loop import run_on_chosen_loop
 from relay.http_server import serve_until_stopped
 from relay.logs import LogFormat, install
 from relay.metrics_peers import answering
-from relay.records import SERVE_LEASE_OWNER
+from relay.records import dispatcher_lease_owner
 
 log = logging.getLogger("relay.workers")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -65,13 +65,6 @@ class DispatcherChild:
     wake_receiver: socket.socket
     board: DispatcherBoard
     metrics_address: str
-
-
-def lease_owner(slot: int) -> str:
-    """Each dispatcher slot leases as its own owner: a restarted slot hands back what it
-    held when it died (release_leases), never what the other slots hold now. Slot 0 is
-    "serve", as the one-process relay, so either mode finds the other's leases."""
-    return SERVE_LEASE_OWNER if slot == 0 else f"{SERVE_LEASE_OWNER}-{slot}"
 
 
 def ingest_main(child: IngestChild) -> None:
@@ -120,7 +113,7 @@ async def dispatch_until(child: DispatcherChild, stop: asyncio.Event) -> None:
     """Dispatch until `stop` is set (or the parent dies), then drain attempts in flight."""
     # Purging is one process's job: slot 0's, which is always there.
     async with (
-        open_relay(child.config, owner=lease_owner(child.slot)) as relay,
+        open_relay(child.config, owner=dispatcher_lease_owner(child.slot)) as relay,
         running(
             relay,
             daily_purge=child.slot == 0,

@@ -17,6 +17,9 @@ from relay.config import Config, parse_config
 from relay.destination_ids import address_of, derived_id, destination_key
 from relay.engine import Relay
 
+# `store` (each store test on SQLite and on PostgreSQL), `backend_dsn`, `postgres_dsn`.
+pytest_plugins = ["tests.store_backends"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 HOTTOK = "test-hottok-acme"  # the token the v1 fixture carries
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -37,4 +37,7 @@ def test_every_benchmark_runs_and_reports_its_figures(request: pytest.FixtureReq
     for layout in ("1 ingest + 0 dispatcher", "1 ingest + 1 dispatcher", "2 ingest + 1 dispatcher"):
         assert results["workers"][layout]["bad_responses"] == 0, layout
         assert results["workers"][layout]["delivered_per_s"] is not None, layout
+    for name in ("sqlite x1", "postgres x1", "postgres x2"):
+        assert results["stores"][name]["delivery_per_s"] > 0, name
+        assert results["stores"][name]["ingest_non_200"] == 0, name
     assert "summary" in output

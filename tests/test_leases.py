@@ -1,4 +1,4 @@
-"""Leases are fences (issue 6, defect 4): against a real SQLite file.
+"""Leases are fences (issue 6, defect 4): on each backend (tests/store_backends.py).
 
 A claim hands out a lease with a token. Only the holder of the live token may record
 the outcome; a row in flight is never claimed again nor replayed; a serve start
@@ -7,11 +7,6 @@ releases only what an earlier serve held.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from relay.records import (
     AttemptRecord,
     AttemptResolution,
@@ -19,16 +14,10 @@ from relay.records import (
     HealthEffect,
     HistoryFilter,
 )
-from relay.store.sqlite import SqliteStore, open_sqlite_store
+from relay.store import Store
 from tests.test_store import KEY, new_event
 
 SERVE = "serve"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with open_sqlite_store(tmp_path / "relay.sqlite3", busy_timeout_ms=100) as opened:
-        yield opened
 
 
 def attempt(delivery_id: int, n: int) -> AttemptRecord:
@@ -38,7 +27,7 @@ def attempt(delivery_id: int, n: int) -> AttemptRecord:
 DELIVERED = AttemptResolution(DeliveryStatus.DELIVERED, None, "", HealthEffect.SUCCESS)
 
 
-async def test_only_the_live_lease_may_record_an_outcome(store: SqliteStore) -> None:
+async def test_only_the_live_lease_may_record_an_outcome(store: Store) -> None:
     """A holder whose lease ran out and was taken over cannot write: no second attempt 1."""
     await store.ingest(new_event("a"), now_ms=100)
     (old,) = (await store.claim_due(100, 1_000, 10, 100, owner=SERVE)).deliveries
@@ -61,7 +50,7 @@ async def test_only_the_live_lease_may_record_an_outcome(store: SqliteStore) -> 
     assert (await store.destination_health())[KEY].last_success_at_ms == 1_600
 
 
-async def test_a_stale_holder_cannot_finish_a_row_unsent_either(store: SqliteStore) -> None:
+async def test_a_stale_holder_cannot_finish_a_row_unsent_either(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     (old,) = (await store.claim_due(100, 1_000, 10, 100)).deliveries
     (new,) = (await store.claim_due(1_000, 2_000, 10, 100)).deliveries
@@ -78,7 +67,7 @@ async def test_a_stale_holder_cannot_finish_a_row_unsent_either(store: SqliteSto
 
 
 async def test_a_row_in_flight_is_never_claimed_again_even_past_its_lease(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     await store.ingest(new_event("b"), now_ms=100)
@@ -87,7 +76,7 @@ async def test_a_row_in_flight_is_never_claimed_again_even_past_its_lease(
     assert [d.id for d in later.deliveries] == [first.id + 1]
 
 
-async def test_in_flight_rows_count_against_their_destination(store: SqliteStore) -> None:
+async def test_in_flight_rows_count_against_their_destination(store: Store) -> None:
     for i in range(5):
         await store.ingest(new_event(f"a{i}"), now_ms=1)
     held = [d.id for d in (await store.claim_due(1, 100, 2, 100)).deliveries]
@@ -97,7 +86,7 @@ async def test_in_flight_rows_count_against_their_destination(store: SqliteStore
     assert full.deliveries == []
 
 
-async def test_replay_refuses_a_row_in_flight(store: SqliteStore) -> None:
+async def test_replay_refuses_a_row_in_flight(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     (claimed,) = (await store.claim_due(100, 10_000, 10, 100)).deliveries
     assert await store.requeue([claimed.id], now_ms=200) == []
@@ -112,7 +101,7 @@ async def test_replay_refuses_a_row_in_flight(store: SqliteStore) -> None:
 
 
 async def test_a_serve_start_releases_only_what_an_earlier_serve_held(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     await store.ingest(new_event("b"), now_ms=100)

@@ -16,9 +16,11 @@ import pytest
 
 from relay.records import DeliveryStatus, NewDelivery, NewEvent, Notice, RecoveryFigures
 from relay.recovery_report import recovery_report
+from relay.store import Store
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.store.sqlite_statements import Q
 from tests.recovery_kit import HOUR_MS
+from tests.store_backends import execute_sql
 from tests.test_cli import run_cli
 
 T0 = 1_764_000_000_000
@@ -26,13 +28,13 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with open_sqlite_store(tmp_path / "relay.sqlite3") as opened:
         yield opened
 
 
 async def event(
-    store: SqliteStore,
+    store: Store,
     name: str,
     transaction: str,
     at_ms: int,
@@ -58,7 +60,7 @@ def slip_row(affiliate: str, status: DeliveryStatus, key: str = "mail") -> NewDe
 
 
 async def slip(
-    store: SqliteStore,
+    store: Store,
     affiliate: str,
     transaction: str,
     at_ms: int,
@@ -73,7 +75,7 @@ async def slip(
     await event(store, "PURCHASE_BILLET_PRINTED", transaction, at_ms, *rows, producer=producer)
 
 
-async def sale_history(store: SqliteStore) -> None:
+async def sale_history(store: Store) -> None:
     """acme: A was notified 6 slips (paid after 2 h, 4 h and 6 h, the last after it had
     expired; one expired; one open; one failed after its tries, which counts as sent),
     and two more that do not count (never sent, withheld); B one, paid after 1 h. other:
@@ -98,15 +100,14 @@ async def sale_history(store: SqliteStore) -> None:
     await event(store, "PURCHASE_APPROVED", "T9", T0 - HOUR_MS, producer="other")  # first
     # A slip sent once that failed still reached the affiliate's attention: counted.
     await slip(store, "A", "T10", T0, sent=False)
-    await store.run(
-        lambda c: c.execute(
-            "UPDATE deliveries SET status = 'failed', attempts = 5 WHERE message_id = 'msg_A_mail'"
-            " AND event_id = (SELECT id FROM events WHERE transaction_code = 'T10')"
-        )
+    await execute_sql(
+        store,
+        "UPDATE deliveries SET status = 'failed', attempts = 5 WHERE message_id = 'msg_A_mail'"
+        " AND event_id = (SELECT id FROM events WHERE transaction_code = 'T10')",
     )
 
 
-async def test_figures_per_affiliate_and_producer(store: SqliteStore) -> None:
+async def test_figures_per_affiliate_and_producer(store: Store) -> None:
     await sale_history(store)
     figures = await store.recovery_figures(T0 - HOUR_MS)
     assert figures == [
@@ -122,7 +123,7 @@ async def test_figures_per_affiliate_and_producer(store: SqliteStore) -> None:
 
 
 async def test_figures_of_one_producer_or_affiliate_and_since_a_moment(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await sale_history(store)
     only_b = await store.recovery_figures(0, producer_id="acme", affiliate_code="B")
@@ -134,7 +135,8 @@ async def test_figures_of_one_producer_or_affiliate_and_since_a_moment(
     assert [r.affiliate_code for r in report.affiliates] == ["A", "B", "A"]
 
 
-async def test_the_report_reads_only_through_indexes(store: SqliteStore) -> None:
+async def test_the_report_reads_only_through_indexes(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     """No full scan of deliveries or events, however long the history."""
     params = {
         "since_ms": 0,
@@ -243,7 +245,7 @@ async def test_relay_recovery_prints_the_figures(
     assert capsys.readouterr().out.splitlines()[1] == "none"
 
 
-async def test_the_slips_a_paid_event_follows_up(store: SqliteStore) -> None:
+async def test_the_slips_a_paid_event_follows_up(store: Store) -> None:
     """Delivered, sent once, or still on its way (a Pix code is often paid before its
     mail is out) all count; a withheld or skipped slip never went anywhere."""
     await slip(store, "A", "T1", T0, destinations=("mail",))

@@ -1,4 +1,5 @@
-"""The SQLite outbox against a real file: transactions, group commit, leases, health."""
+"""The outbox on each backend (a real SQLite file, a real PostgreSQL schema): transactions,
+group commit, leases, health. A few tests read what only SQLite has (its plans, its lock)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from relay.records import (
     NewDelivery,
     NewEvent,
 )
-from relay.store import StoreRejected, StoreUnavailable
+from relay.store import Store, StoreRejected, StoreUnavailable
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.queries import load_migrations
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.store.sqlite_statements import SQL_DIR, Q
+from tests.store_backends import add_failing_trigger, execute_sql, scalar
 
 KEY = "acme/K1/0"
 
@@ -56,7 +58,7 @@ def new_event(hotmart_id: str, *statuses: DeliveryStatus, key: str = KEY) -> New
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with open_sqlite_store(tmp_path / "relay.sqlite3", busy_timeout_ms=100) as opened:
         yield opened
 
@@ -77,7 +79,7 @@ async def test_migrations_apply_once(tmp_path: Path) -> None:
     conn.close()
 
 
-async def test_concurrent_ingests_are_group_committed_and_all_land(store: SqliteStore) -> None:
+async def test_concurrent_ingests_are_group_committed_and_all_land(store: Store) -> None:
     events = [new_event(str(i)) for i in range(300)]
     results = await asyncio.gather(*(store.ingest(e, now_ms=1) for e in events))
     assert [r.status for r in results] == ["accepted"] * 300
@@ -85,7 +87,7 @@ async def test_concurrent_ingests_are_group_committed_and_all_land(store: Sqlite
     assert (await store.count_by_status()) == {"pending": 300}
 
 
-async def test_duplicates_in_the_same_batch_add_nothing(store: SqliteStore) -> None:
+async def test_duplicates_in_the_same_batch_add_nothing(store: Store) -> None:
     results = await asyncio.gather(*(store.ingest(new_event("same"), now_ms=1) for _ in range(5)))
     assert sorted(r.status for r in results) == ["accepted"] + ["duplicate"] * 4
     assert {r.event_row_id for r in results} == {results[0].event_row_id}
@@ -93,25 +95,19 @@ async def test_duplicates_in_the_same_batch_add_nothing(store: SqliteStore) -> N
 
 
 async def test_event_and_its_decisions_commit_together_or_not_at_all(
-    store: SqliteStore, tmp_path: Path
+    store: Store, tmp_path: Path
 ) -> None:
     # Fault injection with a real trigger: the second decision row cannot be written.
-    await store.run(
-        lambda c: c.execute(
-            "CREATE TRIGGER fail_boom BEFORE INSERT ON deliveries WHEN NEW.message_id LIKE '%_1' "
-            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-        )
-    )
+    await add_failing_trigger(store, "deliveries", "NEW.message_id LIKE '%_1'")
     with pytest.raises(StoreUnavailable):
         await store.ingest(
             new_event("broken", DeliveryStatus.PENDING, DeliveryStatus.WITHHELD), now_ms=1
         )
-    rows = await store.run(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
-    assert rows == (0,)
+    assert await scalar(store, "SELECT COUNT(*) FROM events") == 0
     assert await store.history(HistoryFilter()) == []
 
 
-async def test_a_lease_stops_a_second_claim_until_it_expires(store: SqliteStore) -> None:
+async def test_a_lease_stops_a_second_claim_until_it_expires(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     first = await claim(store, 100, 1_000, 10)
     assert [d.message_id for d in first] == ["msg_a_0"]
@@ -122,14 +118,14 @@ async def test_a_lease_stops_a_second_claim_until_it_expires(store: SqliteStore)
     assert [d.id for d in again] == [first[0].id]
 
 
-async def test_release_all_leases_hands_rows_back_after_a_crash(store: SqliteStore) -> None:
+async def test_release_all_leases_hands_rows_back_after_a_crash(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=100)
     await claim(store, 100, 10**12, 10)
     assert await store.release_leases("serve") == 1
     assert len(await claim(store, 100, 200, 10)) == 1
 
 
-async def test_claim_fills_free_slots_fairly_across_destinations(store: SqliteStore) -> None:
+async def test_claim_fills_free_slots_fairly_across_destinations(store: Store) -> None:
     for i in range(10):  # a flood for K1, queued first...
         await store.ingest(new_event(f"a{i}", key="acme/K1/0"), now_ms=1)
     await store.ingest(new_event("b", key="acme/K2/0"), now_ms=2)  # ...then one for K2
@@ -142,14 +138,14 @@ async def test_claim_fills_free_slots_fairly_across_destinations(store: SqliteSt
     assert full == []
 
 
-async def test_claim_honours_only_ids(store: SqliteStore) -> None:
+async def test_claim_honours_only_ids(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=1)
     await store.ingest(new_event("b"), now_ms=1)
     only = await claim(store, 1, 100, 10, only_ids=[2])
     assert [d.id for d in only] == [2]
 
 
-async def test_future_deliveries_are_not_due_yet(store: SqliteStore) -> None:
+async def test_future_deliveries_are_not_due_yet(store: Store) -> None:
     await store.ingest(new_event("a"), now_ms=5_000)
     early = await store.claim_due(4_999, 6_000, 10, per_destination=100)
     assert early.deliveries == []
@@ -157,7 +153,7 @@ async def test_future_deliveries_are_not_due_yet(store: SqliteStore) -> None:
 
 
 async def claim(
-    store: SqliteStore,
+    store: Store,
     now_ms: int,
     lease_until_ms: int,
     limit: int,
@@ -180,7 +176,7 @@ def attempt(delivery_id: int, n: int) -> AttemptRecord:
     return AttemptRecord(delivery_id, n, 1, 2.5, "transient", 500, "oops", {}, "{}", "HTTP 500")
 
 
-async def test_sustained_failures_disable_once_and_queue_one_alert(store: SqliteStore) -> None:
+async def test_sustained_failures_disable_once_and_queue_one_alert(store: Store) -> None:
     for i in range(4):
         await store.ingest(new_event(f"e{i}"), now_ms=1)
     claimed = await claim(store, 1, 100, 10)  # all four in flight when the run starts
@@ -212,7 +208,7 @@ async def test_sustained_failures_disable_once_and_queue_one_alert(store: Sqlite
     assert [(r.kind, r.destination_key) for r in pending] == [("alert", KEY)]
 
 
-async def test_success_resets_the_failure_run(store: SqliteStore) -> None:
+async def test_success_resets_the_failure_run(store: Store) -> None:
     for i, effect in enumerate([HealthEffect.FAILED, HealthEffect.SUCCESS, HealthEffect.FAILED]):
         await store.ingest(new_event(f"e{i}"), now_ms=1)
         (claimed,) = await claim(store, 1, 100, 1)
@@ -233,7 +229,7 @@ async def test_success_resets_the_failure_run(store: SqliteStore) -> None:
     assert health.last_success_at_ms == 2
 
 
-async def test_disabled_destination_rows_are_skipped_then_replayable(store: SqliteStore) -> None:
+async def test_disabled_destination_rows_are_skipped_then_replayable(store: Store) -> None:
     await store.set_destination_enabled(KEY, False, "operator", now_ms=1)
     await store.ingest(new_event("a", DeliveryStatus.PENDING, DeliveryStatus.WITHHELD), now_ms=1)
     assert await claim(store, 1, 100, 10) == []
@@ -247,7 +243,7 @@ async def test_disabled_destination_rows_are_skipped_then_replayable(store: Sqli
     assert claimed.kind == DeliveryKind.NOTIFICATION
 
 
-async def test_history_filters_and_pages(store: SqliteStore) -> None:
+async def test_history_filters_and_pages(store: Store) -> None:
     for i in range(5):
         await store.ingest(new_event(f"e{i}"), now_ms=i)
     page = await store.history(HistoryFilter(limit=2))
@@ -259,7 +255,10 @@ async def test_history_filters_and_pages(store: SqliteStore) -> None:
     assert await store.delivery(999) is None
 
 
-async def test_a_locked_database_is_store_unavailable(store: SqliteStore, tmp_path: Path) -> None:
+async def test_a_locked_database_is_store_unavailable(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
+    store = sqlite_store
     blocker = sqlite3.connect(tmp_path / "relay.sqlite3", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
@@ -271,17 +270,7 @@ async def test_a_locked_database_is_store_unavailable(store: SqliteStore, tmp_pa
     assert (await store.ingest(new_event("x"), now_ms=1)).status == "accepted"
 
 
-async def add_failing_trigger(store: SqliteStore, table: str, when: str) -> None:
-    """Fault injection with a real trigger: one chosen row of `table` cannot be written."""
-    await store.run(
-        lambda c: c.execute(
-            f"CREATE TRIGGER fail_{table} BEFORE INSERT ON {table} WHEN {when} "
-            "BEGIN SELECT RAISE(ABORT, 'this row cannot be written'); END"
-        )
-    )
-
-
-async def test_one_bad_event_fails_alone_and_its_batch_commits(store: SqliteStore) -> None:
+async def test_one_bad_event_fails_alone_and_its_batch_commits(store: Store) -> None:
     """Defect 2: one event that cannot be written failed every event of its group commit."""
     await add_failing_trigger(store, "deliveries", "NEW.message_id = 'msg_bad_0'")
     results = await asyncio.gather(
@@ -294,7 +283,7 @@ async def test_one_bad_event_fails_alone_and_its_batch_commits(store: SqliteStor
     assert sorted(r.message_id for r in stored) == ["msg_good1_0", "msg_good2_0"]
 
 
-async def test_one_outcome_that_cannot_be_written_fails_alone(store: SqliteStore) -> None:
+async def test_one_outcome_that_cannot_be_written_fails_alone(store: Store) -> None:
     """Its delivery is marked failed with a reason, so it is not claimed forever."""
     for name in ("a", "b", "c"):
         await store.ingest(new_event(name), now_ms=1)
@@ -321,17 +310,16 @@ async def test_one_outcome_that_cannot_be_written_fails_alone(store: SqliteStore
 
 
 async def test_a_pending_row_that_cannot_be_read_is_failed_inside_the_claim(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     """Defect 3: an unknown channel raised inside the claim and killed the dispatcher."""
     for name in ("channel", "kind", "json", "fine"):
         await store.ingest(new_event(name), now_ms=1)
-    await store.run(
-        lambda c: c.executescript(
-            "UPDATE deliveries SET channel = 'carrier-pigeon' WHERE message_id = 'msg_channel_0';"
-            "UPDATE deliveries SET kind = 'telepathy' WHERE message_id = 'msg_kind_0';"
-            "UPDATE events SET payload_json = '{not json' WHERE hotmart_id = 'json';"
-        )
+    await execute_sql(
+        store,
+        "UPDATE deliveries SET channel = 'carrier-pigeon' WHERE message_id = 'msg_channel_0';"
+        "UPDATE deliveries SET kind = 'telepathy' WHERE message_id = 'msg_kind_0';"
+        "UPDATE events SET payload_json = '{not json' WHERE hotmart_id = 'json';",
     )
     claim = await store.claim_due(1, 100, 10, 100)
     assert [d.message_id for d in claim.deliveries] == ["msg_fine_0"]
@@ -343,7 +331,8 @@ async def test_a_pending_row_that_cannot_be_read_is_failed_inside_the_claim(
     assert "payload" in failed["msg_json_0"].reason
 
 
-async def test_next_due_does_not_scan_the_backlog(store: SqliteStore) -> None:
+async def test_next_due_does_not_scan_the_backlog(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     """Defect 10: MIN(CASE ...) read every pending row on every claim (54 ms at 200k)."""
     backlog = 3_000
 

@@ -32,7 +32,7 @@ from relay.cross_process import (
 from relay.event_loop import choose_loop
 from relay.metrics import Metrics
 from relay.metrics_peers import answering, gather, peer_address
-from relay.records import Channel, QueueGauges
+from relay.records import Channel, QueueGauges, dispatcher_lease_owner
 from relay.service import serve
 from relay.supervisor import Supervisor, TaskState
 from relay.worker_children import (
@@ -40,7 +40,6 @@ from relay.worker_children import (
     IngestChild,
     Logging,
     dispatch_until,
-    lease_owner,
     serve_ingest,
 )
 from relay.worker_pool import WorkerPool, bind, exit_words
@@ -135,8 +134,8 @@ async def test_a_supervisor_tells_its_listener_each_state() -> None:
 
 
 def test_each_dispatcher_slot_leases_as_its_own_owner() -> None:
-    assert lease_owner(0) == "serve"
-    assert len({lease_owner(n) for n in range(4)}) == 4
+    assert dispatcher_lease_owner(0) == "serve"
+    assert len({dispatcher_lease_owner(n) for n in range(4)}) == 4
 
 
 def test_exit_words_name_the_code_or_the_signal() -> None:

@@ -20,7 +20,7 @@ from relay.config import Config
 from relay.records import BackupFacts
 from relay.retention import purge as purge_store
 from relay.store import StoreUnavailable
-from relay.store.backend import open_store
+from relay.store.backend import open_store, uses_postgres
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,6 +44,11 @@ async def purge(config: Config, args: argparse.Namespace) -> int:
 
 async def backup(config: Config, args: argparse.Namespace) -> int:
     """Copy the store to PATH: created 0600 (it holds buyer data), never half-written."""
+    if uses_postgres(config):
+        from relay.store.postgres_connection import POSTGRES_BACKUP
+
+        print(f"relay backup: {POSTGRES_BACKUP}", file=sys.stderr)
+        return EXIT_USAGE
     store_path = config.resolve_path(config.storage.sqlite_path)
     target = Path(args.path)
     refusal = _refusal(store_path, target, force=args.force)

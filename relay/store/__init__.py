@@ -26,7 +26,7 @@ What every backend guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -78,6 +78,12 @@ class Store(Protocol):
 
     async def probe_write(self, now_ms: int) -> None:
         """A tiny durable write, so readiness learns that writes work (again)."""
+        ...
+
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process may have made rows due, until cancelled:
+        PostgreSQL LISTENs (with a fallback timer); SQLite returns at once, as a CLI
+        there wakes the one server with a signal (`relay.instance`)."""
         ...
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:

@@ -61,6 +61,7 @@ from relay.store import sqlite_history as browse
 from relay.store import sqlite_maintenance as maintenance
 from relay.store import sqlite_recovery as recovery
 from relay.store.group_commit import GroupCommit, ItemFailed
+from relay.store.rows import Outcome
 from relay.store.sqlite_connection import (
     UnitConnection,
     connect,
@@ -74,7 +75,6 @@ from relay.store.sqlite_connection import (
 from relay.store.sqlite_regrant import regrant, rekey_positional, withheld_rows
 from relay.store.sqlite_statements import (
     SQL_DIR,
-    Outcome,
     Q,
     from_row,
     insert_event,
@@ -180,6 +180,9 @@ class SqliteStore:
 
     async def probe_write(self, now_ms: int) -> None:
         await self.transaction(lambda c: c.execute(Q["write_probe"], {"now_ms": now_ms}))
+
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
+        return  # one server per file: a CLI wakes it with a signal (relay.instance)
 
     # -- ingest ---------------------------------------------------------------------
 

@@ -40,22 +40,25 @@ _CONDITIONS = {
 }
 
 
-def history_statement(query: HistoryFilter) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters that list `query`'s rows, newest first."""
+def history_statement(
+    query: HistoryFilter, queries: dict[str, str] = H
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters that list `query`'s rows, newest first, from the named
+    conditions of `queries` (SQLite's history.sql, or PostgreSQL's)."""
     params: dict[str, Any] = {"limit": query.limit}
     terms = []
     for field, condition in _CONDITIONS.items():
         value = getattr(query, field)
         if value is not None:
             params[field] = value
-            terms.append(H[condition])
+            terms.append(queries[condition])
     if query.statuses:
         names = [f"status_{index}" for index in range(len(query.statuses))]
         params.update(zip(names, query.statuses, strict=True))
-        terms.append(H["history_statuses"].format(statuses=", ".join(f":{n}" for n in names)))
+        terms.append(queries["history_statuses"].format(statuses=", ".join(f":{n}" for n in names)))
     where = "\nWHERE " + "\n  AND ".join(f"({term})" for term in terms) if terms else ""
-    page = f"{H['history_page']}{where}\n{H['history_order']}"
-    return H["history_select"].format(page=page), params
+    page = f"{queries['history_page']}{where}\n{queries['history_order']}"
+    return queries["history_select"].format(page=page), params
 
 
 def history(conn: sqlite3.Connection, query: HistoryFilter) -> list[DeliveryRow]:

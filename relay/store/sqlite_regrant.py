@@ -19,6 +19,7 @@ from relay.records import (
     Replacement,
     WithheldRow,
 )
+from relay.store.rows import redecided_params, regrant_params, superseded_reason
 from relay.store.sqlite_statements import Q, from_row, named_rows
 
 REKEY_STEP = "destination ids"
@@ -90,14 +91,7 @@ def regrant(
     meanwhile) is left as it is."""
     result = RegrantResult()
     for change in regrants:
-        params = {
-            "id": change.delivery_id,
-            "status": change.status.value,
-            "reason": change.reason,
-            "channel": change.channel,
-            "now_ms": now_ms,
-        }
-        if conn.execute(Q["regrant"], params).fetchone() is None:
+        if conn.execute(Q["regrant"], regrant_params(change, now_ms)).fetchone() is None:
             continue
         if change.status == DeliveryStatus.PENDING:
             result.pending.append(change.delivery_id)
@@ -117,30 +111,13 @@ def _replace(
         return
     created: list[tuple[int, DeliveryStatus]] = []
     for new in replacement.deliveries:
-        row = conn.execute(
-            Q["insert_redecided"],
-            {
-                "event_id": replacement.event_row_id,
-                "kind": new.kind.value,
-                "affiliate_code": new.affiliate_code,
-                "destination_key": new.destination_key,
-                "channel": new.channel,
-                "status": new.status.value,
-                "reason": new.reason,
-                "message_id": new.message_id,
-                "next_attempt_at_ms": now_ms if new.status == DeliveryStatus.PENDING else None,
-                "now_ms": now_ms,
-                "notification": new.notification,
-            },
-        ).fetchone()
+        params = redecided_params(replacement, new, now_ms)
+        row = conn.execute(Q["insert_redecided"], params).fetchone()
         if row is not None:
             created.append((row[0], new.status))
     if not created:
         return
-    # The old row says what it became, so the history stays honest.
-    reason = "decided again: replaced by " + ", ".join(
-        f"delivery {new_id} ({status.value})" for new_id, status in created
-    )
+    reason = superseded_reason(created)
     for old_id in still:
         conn.execute(Q["supersede"], {"id": old_id, "reason": reason, "now_ms": now_ms})
         result.replaced.append((old_id, [new_id for new_id, _ in created]))

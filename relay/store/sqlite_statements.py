@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from relay.hotmart import SETTLING_EVENTS, reminder_cancel_reason
 from relay.records import (
-    AttemptRecord,
     AttemptResolution,
     Channel,
     ClaimedDelivery,
     DeliveryKind,
-    DeliveryStatus,
     HealthChange,
     HealthEffect,
     IngestResult,
@@ -34,6 +32,18 @@ from relay.records import (
 from relay.store import StoreRejected
 from relay.store.group_commit import ItemFailed
 from relay.store.queries import load_queries
+from relay.store.rows import (
+    Outcome,
+    alert_event,
+    attempt_params,
+    delivery_params,
+    event_params,
+    failures_disable_reason,
+    gone_disable_reason,
+    reminders_cancelled,
+    resolve_params,
+    sendable,
+)
 from relay.store.sqlite_connection import is_store_fault
 
 if TYPE_CHECKING:
@@ -46,7 +56,6 @@ Record = TypeVar("Record", bound="DataclassInstance")
 SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
 Q = load_queries(SQL_DIR / "queries.sql")
-ALERT_SOURCE = "relay"  # the `source` of an alert's event: the relay itself, not Hotmart
 SETTLING_JSON = json.dumps(sorted(SETTLING_EVENTS))
 
 
@@ -65,18 +74,6 @@ def from_row(record: type[Record], row: sqlite3.Row, **values: Any) -> Record:
     return record(
         **{f.name: values[f.name] if f.name in values else row[f.name] for f in fields(record)}
     )
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One attempt's result waiting in the outcome group commit to be recorded."""
-
-    attempt: AttemptRecord
-    resolution: AttemptResolution
-    destination_key: str
-    disable_after_failures: int
-    alert: NewAlert | None
-    lease_token: str
 
 
 def write_each(items: Sequence[Item], write_one: Callable[[Item], Result]) -> list[Result]:
@@ -109,27 +106,14 @@ def rejection(exc: BaseException) -> str:
 
 def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> HealthChange:
     """Record one attempt, only if the row still holds the writer's lease (the fence)."""
-    attempt, resolution = outcome.attempt, outcome.resolution
-    moved = conn.execute(
-        Q["resolve_delivery"],
-        {
-            "delivery_id": attempt.delivery_id,
-            "attempt_no": attempt.attempt_no,
-            "status": resolution.status.value,
-            "next_attempt_at_ms": resolution.next_attempt_at_ms,
-            "last_error": resolution.last_error,
-            "reason": resolution.last_error or "delivered",
-            "now_ms": now_ms,
-            "lease_token": outcome.lease_token,
-        },
-    )
+    moved = conn.execute(Q["resolve_delivery"], resolve_params(outcome, now_ms))
     if moved.rowcount == 0:  # the lease ran out and another claim took the row: not ours
         return HealthChange(disabled_now=False, consecutive_failures=0, recorded=False)
-    conn.execute(Q["insert_attempt"], _attempt_params(attempt))
+    conn.execute(Q["insert_attempt"], attempt_params(outcome.attempt))
     return _update_health(
         conn,
         outcome.destination_key,
-        resolution,
+        outcome.resolution,
         outcome.disable_after_failures,
         outcome.alert,
         now_ms,
@@ -137,7 +121,7 @@ def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> H
 
 
 def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> IngestResult:
-    params = {**_event_params(event), "now_ms": now_ms}
+    params = {**event_params(event), "now_ms": now_ms}
     row = conn.execute(Q["insert_event"], params).fetchone()
     if row is None:
         existing = conn.execute(Q["find_event"], params).fetchone()
@@ -145,33 +129,9 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
     event_row_id = int(row[0])
     deliveries = _settle_reminders(conn, event, now_ms)
     conn.executemany(
-        Q["insert_delivery"],
-        [
-            {
-                "event_id": event_row_id,
-                "kind": d.kind.value,
-                "producer_id": event.producer_id,
-                "affiliate_code": d.affiliate_code,
-                "destination_key": d.destination_key,
-                "channel": d.channel,
-                "event_name": event.event_name,
-                "status": d.status.value,
-                "reason": d.reason,
-                "message_id": d.message_id,
-                "next_attempt_at_ms": (d.due_at_ms or now_ms)
-                if d.status == DeliveryStatus.PENDING
-                else None,
-                "now_ms": now_ms,
-                "notification": d.notification,
-            }
-            for d in deliveries
-        ],
+        Q["insert_delivery"], [delivery_params(event_row_id, event, d, now_ms) for d in deliveries]
     )
-    # What goes out now; a reminder is scheduled, and counted when it falls due.
-    sendable = sum(
-        1 for d in deliveries if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
-    )
-    return IngestResult(event.outcome, event_row_id, sendable)
+    return IngestResult(event.outcome, event_row_id, sendable(deliveries))
 
 
 def _settle_reminders(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> list[NewDelivery]:
@@ -188,56 +148,12 @@ def _settle_reminders(conn: sqlite3.Connection, event: NewEvent, now_ms: int) ->
     if any(d.notification == Notice.REMINDER for d in rows):
         settled = conn.execute(Q["settling_event"], {**sale, "settling": SETTLING_JSON}).fetchone()
         if settled is not None:
-            cancelled = DeliveryStatus.CANCELLED
-            reason = reminder_cancel_reason(settled[0])
-            rows = [
-                replace(d, status=cancelled, reason=reason, due_at_ms=None)
-                if d.notification == Notice.REMINDER
-                else d
-                for d in rows
-            ]
+            rows = reminders_cancelled(rows, reminder_cancel_reason(settled[0]))
     return rows
 
 
 def insert_alert(conn: sqlite3.Connection, alert: NewAlert, now_ms: int) -> None:
-    """An alert is kept as the relay's own event (source "relay") with one pending
-    delivery of kind `alert` to the destination it is about."""
-    insert_event(
-        conn,
-        NewEvent(
-            producer_id=alert.producer_id,
-            hotmart_id=alert.alert_id,
-            event_name=alert.event_name,
-            source=ALERT_SOURCE,
-            transaction_code="",
-            product_id="",
-            payload_json=alert.payload_json,
-            deliveries=(
-                NewDelivery(
-                    status=DeliveryStatus.PENDING,
-                    reason=alert.reason,
-                    message_id=alert.message_id,
-                    destination_key=alert.destination_key,
-                    channel=Channel.EMAIL.value,
-                    kind=DeliveryKind.ALERT,
-                ),
-            ),
-        ),
-        now_ms,
-    )
-
-
-def _event_params(event: NewEvent) -> dict[str, Any]:
-    return {
-        "producer_id": event.producer_id,
-        "hotmart_id": event.hotmart_id,
-        "event_name": event.event_name,
-        "source": event.source,
-        "outcome": event.outcome,
-        "transaction_code": event.transaction_code,
-        "product_id": event.product_id,
-        "payload_json": event.payload_json,
-    }
+    insert_event(conn, alert_event(alert), now_ms)
 
 
 def _update_health(
@@ -262,11 +178,9 @@ def _update_health(
     if effect == HealthEffect.FAILED:
         failures, enabled = conn.execute(Q["destination_failed"], params).fetchone()
         if enabled and failures >= disable_after_failures:
-            disable_reason = (
-                f"{failures} consecutive failed deliveries; last: {resolution.last_error}"
-            )
+            disable_reason = failures_disable_reason(failures, resolution.last_error)
     elif effect == HealthEffect.GONE:
-        disable_reason = f"receiver answered 410 Gone: {resolution.last_error}"
+        disable_reason = gone_disable_reason(resolution.last_error)
     if not disable_reason:
         return HealthChange(disabled_now=False, consecutive_failures=failures)
     disabled = conn.execute(Q["disable_destination"], {**params, "reason": disable_reason})
@@ -276,22 +190,7 @@ def _update_health(
     return HealthChange(disabled_now=disabled_now, consecutive_failures=failures)
 
 
-def _attempt_params(attempt: AttemptRecord) -> dict[str, Any]:
-    return {
-        "delivery_id": attempt.delivery_id,
-        "attempt_no": attempt.attempt_no,
-        "started_at_ms": attempt.started_at_ms,
-        "latency_ms": attempt.latency_ms,
-        "outcome": attempt.outcome,
-        "status_code": attempt.status_code,
-        "response_excerpt": attempt.response_excerpt,
-        "response_headers": json.dumps(attempt.response_headers),
-        "request_payload": attempt.request_payload,
-        "detail": attempt.detail,
-    }
-
-
-def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
+def claimed_delivery(row: sqlite3.Row | Mapping[str, Any]) -> ClaimedDelivery | str:
     """The claimed row, or why it cannot be read (then it is failed, not attempted)."""
     kinds = {k.value for k in DeliveryKind}
     channels = {c.value for c in Channel}

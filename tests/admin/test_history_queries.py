@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.records import HistoryFilter, NewAuditEntry
+from relay.store import Store
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.store.sqlite_history import history_statement
 
@@ -30,7 +31,7 @@ ONE_FILTER = {
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with open_sqlite_store(tmp_path / "relay.sqlite3") as opened:
         yield opened
 
@@ -46,7 +47,7 @@ def plan(db: Path, query: HistoryFilter) -> list[str]:
 
 @pytest.mark.parametrize("name", sorted(ONE_FILTER))
 async def test_each_filter_is_served_by_an_index(
-    store: SqliteStore, tmp_path: Path, name: str
+    sqlite_store: SqliteStore, tmp_path: Path, name: str
 ) -> None:
     steps = plan(tmp_path / "relay.sqlite3", ONE_FILTER[name])
     # A SCAN walks a whole table (or index); every step must be a SEARCH.
@@ -54,7 +55,9 @@ async def test_each_filter_is_served_by_an_index(
     assert any(step.startswith("SEARCH d ") for step in steps), steps
 
 
-async def test_filters_together_are_still_searched(store: SqliteStore, tmp_path: Path) -> None:
+async def test_filters_together_are_still_searched(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> None:
     query = HistoryFilter(
         statuses=("delivered", "failed"),
         affiliate_code="K12345678M",
@@ -69,7 +72,7 @@ async def test_filters_together_are_still_searched(store: SqliteStore, tmp_path:
 
 
 async def test_the_unfiltered_list_walks_the_newest_rows_only(
-    store: SqliteStore, tmp_path: Path
+    sqlite_store: SqliteStore, tmp_path: Path
 ) -> None:
     # No filter: the newest `limit` rows, read backwards along the primary key, no sort.
     steps = plan(tmp_path / "relay.sqlite3", HistoryFilter())
@@ -77,7 +80,8 @@ async def test_the_unfiltered_list_walks_the_newest_rows_only(
     assert not [step for step in steps if "TEMP B-TREE" in step], steps
 
 
-async def test_known_statuses_and_the_audit_trail(store: SqliteStore) -> None:
+async def test_known_statuses_and_the_audit_trail(store: Store) -> None:
+    """On each backend (tests/store_backends.py)."""
     assert await store.known_statuses() == []
     first = await store.record_audit(
         NewAuditEntry("replay", "page", "127.0.0.1", "acme", "", (3, 4), "queued 3, 4"), 10

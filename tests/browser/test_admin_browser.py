@@ -147,7 +147,7 @@ async def test_an_operator_works_through_the_admin_page(
     await page.wait_for_url("**audit=**")
     assert "test queued as" in await page.locator(".notice").inner_text()
     await wait_until(lambda: len(sink.hits) == 7)
-    assert json.loads(sink.hits[-1].body)["test"] is True
+    assert json.loads(sink.hits[-1].body)["test"] is True  # however the JSON is spaced
 
     # Disable it, then enable it again.
     await crm.locator("button:has-text('Disable')").click()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from relay.records import (
@@ -99,6 +99,9 @@ class MemoryStore:
         return WriteHealth(last_failure=None, stuck_for_s=0.0)
 
     async def probe_write(self, now_ms: int) -> None:
+        return None
+
+    async def watch_for_work(self, wake: Callable[[], None]) -> None:
         return None
 
     async def ingest(self, event: NewEvent, now_ms: int) -> IngestResult:
