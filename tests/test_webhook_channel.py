@@ -118,8 +118,21 @@ async def receiver() -> AsyncIterator[Receiver]:
         await server.close()
 
 
+# Generous: a loaded CI machine must never turn an answer into a timeout. Only the
+# timeout test uses a short one (impatient_channel).
+PATIENT_S = 10.0
+
+
 @pytest.fixture
 async def channel() -> AsyncIterator[WebhookChannel]:
+    async with open_webhook_channel(
+        timeout_s=PATIENT_S, concurrency=4, allow_private_networks=True
+    ) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def impatient_channel() -> AsyncIterator[WebhookChannel]:
     async with open_webhook_channel(
         timeout_s=0.2, concurrency=4, allow_private_networks=True
     ) as opened:
@@ -129,7 +142,7 @@ async def channel() -> AsyncIterator[WebhookChannel]:
 @pytest.fixture
 async def guarded_channel() -> AsyncIterator[WebhookChannel]:
     async with open_webhook_channel(
-        timeout_s=0.2, concurrency=4, allow_private_networks=False
+        timeout_s=PATIENT_S, concurrency=4, allow_private_networks=False
     ) as opened:
         yield opened
 
@@ -227,10 +240,10 @@ async def test_redirect_is_a_failure_and_is_not_followed(
 
 
 async def test_slow_receiver_times_out_as_transient(
-    channel: WebhookChannel, receiver: Receiver
+    impatient_channel: WebhookChannel, receiver: Receiver
 ) -> None:
     with pytest.raises(TransientError) as caught:
-        await channel.send(_message(receiver.url("/slow")))
+        await impatient_channel.send(_message(receiver.url("/slow")))
 
     assert "timed out after 0.2s" in caught.value.reason
     assert caught.value.report.status_code is None

@@ -167,8 +167,11 @@ class PostgresStore:
             self._owner_lock = None
 
     def _owner(self, owner: str) -> str:
-        """A serve leases as this instance; a CLI's own name stays its own."""
-        return self._instance if owner == SERVE_LEASE_OWNER else owner
+        """A serve leases as this instance, and each dispatcher slot of a multi-process
+        serve ("serve-1") as this instance's slot; a CLI's own name stays its own."""
+        if owner == SERVE_LEASE_OWNER or owner.startswith(f"{SERVE_LEASE_OWNER}-"):
+            return self._instance + owner.removeprefix(SERVE_LEASE_OWNER)
+        return owner
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
