@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmarks, print each result, write bench/results.json."""
+"""`python -m bench`: run the benchmarks, print each result and issue 10's table, write
+bench/results.json (the table is its "table" entry, and is printed as markdown)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 
 import aiohttp
 
-from bench import channels, ingest, latency
+from bench import channels, claim, ingest, latency
 from bench.common import load_average
+from bench.table import markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 # Each takes how long its measured parts should last (None: the full, default runs).
@@ -27,6 +29,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "latency": latency.run,
     "webhook": channels.run_webhook,
     "email": channels.run_email,
+    "claim": claim.run,
 }
 
 
@@ -52,38 +55,6 @@ async def run_all(names: list[str], seconds: float | None) -> dict[str, Any]:
     return results
 
 
-def summary(results: dict[str, Any]) -> list[str]:
-    """The headline numbers, one line each."""
-    lines = []
-    if "ingest" in results:
-        ingest_result = results["ingest"]
-        shares = ", ".join(
-            f"{name} {ingest_result[name]['ratio_relay_to_bare']}"
-            for name in ("wrk", "python")
-            if name in ingest_result
-        )
-        lines.append(f"{'ingest throughput relay/bare':<34} {shares}  (roadmap: >= 0.5)")
-    if "latency" in results:
-        for name, run in results["latency"].items():
-            if isinstance(run, dict) and "end_to_end" in run:
-                e2e = run["end_to_end"]
-                lines.append(
-                    f"{'end-to-end ' + name:<34} median {e2e.get('median_ms')} ms, "
-                    f"p99 {e2e.get('p99_ms')} ms"
-                )
-        lines[-1] += "  (roadmap: p99 <= 50 ms at 500/s)"
-    if "webhook" in results:
-        webhook_share = results["webhook"]["ratio_relay_to_raw"]
-        lines.append(f"{'webhook delivery relay/raw':<34} {webhook_share}")
-    if "email" in results:
-        email = results["email"]
-        lines.append(
-            f"{'email delivery relay/raw':<34} {email['ratio_relay_to_raw']} "
-            f"(vs raw building MIME per message: {email['ratio_relay_to_raw_mime_per_message']})"
-        )
-    return lines
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -103,10 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
     seconds = QUICK_S if args.quick else args.seconds
     results = asyncio.run(run_all(names, seconds))
+    results["table"] = table(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print("summary")
-    for line in summary(results):
-        print(f"    {line}")
+    print("summary (issue 10's table; ratios are medians of alternating rounds)\n")
+    print(markdown(results["table"]))
     print(f"results written to {args.out} ({results['meta']['elapsed_s']}s in all)")
 
 
