@@ -48,6 +48,10 @@ SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 Q = load_queries(SQL_DIR / "queries.sql")
 ALERT_SOURCE = "relay"  # the `source` of an alert's event: the relay itself, not Hotmart
 SETTLING_JSON = json.dumps(sorted(SETTLING_EVENTS))
+# What a claimed row may say, checked per row (built once: a claim reads many rows).
+_KINDS = frozenset(k.value for k in DeliveryKind)
+_CHANNELS = frozenset(c.value for c in Channel)
+_NOTICES = frozenset(n.value for n in Notice)
 
 
 def named_rows(
@@ -293,13 +297,11 @@ def _attempt_params(attempt: AttemptRecord) -> dict[str, Any]:
 
 def claimed_delivery(row: sqlite3.Row) -> ClaimedDelivery | str:
     """The claimed row, or why it cannot be read (then it is failed, not attempted)."""
-    kinds = {k.value for k in DeliveryKind}
-    channels = {c.value for c in Channel}
-    if row["kind"] not in kinds:
+    if row["kind"] not in _KINDS:
         return f"cannot be read: unknown kind {str(row['kind'])[:40]!r}"
-    if row["channel"] not in channels:
+    if row["channel"] not in _CHANNELS:
         return f"cannot be read: unknown channel {str(row['channel'])[:40]!r}"
-    if row["notification"] is not None and row["notification"] not in {n.value for n in Notice}:
+    if row["notification"] is not None and row["notification"] not in _NOTICES:
         return f"cannot be read: unknown notification {str(row['notification'])[:40]!r}"
     if not row["destination_key"]:
         return "cannot be read: no destination"
