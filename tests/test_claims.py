@@ -140,3 +140,22 @@ async def test_a_retry_a_release_and_an_expired_lease_make_rows_claimable_again(
     assert moved
     claim = await store.claim_due(170, 300, 10, 4)
     assert claim.deliveries == [] and claim.next_due_at_ms is None  # the queue row is gone
+
+
+async def test_a_store_upgraded_with_a_backlog_claims_it(tmp_path: Path) -> None:
+    """Migration 8 fills the queue from the rows already pending, leased or not."""
+    path = tmp_path / "old.sqlite3"
+    async with open_sqlite_store(path) as opened:
+        await opened.ingest(new_event("a", DeliveryStatus.PENDING, DeliveryStatus.PENDING), 1)
+        await opened.ingest(new_event("b", key="acme/K2/0"), 5)
+        await opened.claim_due(10, 20, 1, 4)  # one row leased until 20, then it runs out
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DELETE FROM schema_version WHERE version = 8;"
+        " DROP TRIGGER destination_queue_on_insert; DROP TRIGGER destination_queue_on_update;"
+        " DROP TABLE destination_queue; DROP INDEX deliveries_pending_by_destination;"
+    )
+    conn.close()
+    async with open_sqlite_store(path) as reopened:
+        claim = await reopened.claim_due(30, 1_000, 10, 4)
+    assert sorted(d.message_id for d in claim.deliveries) == ["msg_a_0", "msg_a_1", "msg_b_0"]
