@@ -25,20 +25,26 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 def _fill(conn: sqlite3.Connection, rows: int, first_due_ms: int) -> None:
-    """`rows` pending webhooks over the destinations, due one per ms: the bulk path of a
-    backlog (the triggers run as they do for ingest)."""
-    conn.execute(
+    """`rows` pending webhooks over the destinations, due one per ms: a bulk insert."""
+    event_id = conn.execute(
         "INSERT INTO events (producer_id, hotmart_id, event_name, source, outcome,"
         " payload_json, received_at_ms) VALUES ('acme', :h, 'E', '2.0.0', 'accepted', '{}', 1)",
         {"h": f"bulk-{first_due_ms}"},
-    )
+    ).lastrowid
     conn.execute(
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < :rows - 1)"
         " INSERT INTO deliveries (event_id, producer_id, event_name, status, message_id,"
         " destination_key, channel, next_attempt_at_ms, created_at_ms, updated_at_ms)"
-        " SELECT last_insert_rowid(), 'acme', 'E', 'pending', 'm' || :first || '-' || i,"
+        " SELECT :event, 'acme', 'E', 'pending', 'm' || :first || '-' || i,"
         " 'acme/K' || (i % :keys) || '/0', 'webhook', :first + i, 1, 1 FROM n",
-        {"rows": rows, "first": first_due_ms, "keys": DESTINATIONS},
+        {"rows": rows, "first": first_due_ms, "keys": DESTINATIONS, "event": event_id},
+    )
+    # As every write that inserts pending rows does (queries.sql: queue_destinations).
+    conn.execute(
+        "INSERT INTO destination_queue (key, next_due_ms)"
+        " SELECT destination_key, MIN(next_attempt_at_ms) FROM deliveries"
+        " WHERE status = 'pending' GROUP BY destination_key"
+        " ON CONFLICT (key) DO UPDATE SET next_due_ms = MIN(next_due_ms, excluded.next_due_ms)"
     )
 
 
@@ -152,7 +158,7 @@ async def test_a_store_upgraded_with_a_backlog_claims_it(tmp_path: Path) -> None
     conn = sqlite3.connect(path)
     conn.executescript(
         "DELETE FROM schema_version WHERE version = 8;"
-        " DROP TRIGGER destination_queue_on_insert; DROP TRIGGER destination_queue_on_update;"
+        " DROP TRIGGER destination_queue_on_update;"
         " DROP TABLE destination_queue; DROP INDEX deliveries_pending_by_destination;"
     )
     conn.close()

@@ -361,6 +361,7 @@ async def test_next_due_does_not_scan_the_backlog(store: SqliteStore) -> None:
             " FROM n",
             {"rows": backlog},
         )
+        conn.execute(Q["queue_destinations"], {"key": "acme/K1/0", "due_ms": 11})  # as ingest
         # Three in flight: rows 1-3 (due at 11-13) leased until 13-15.
         conn.execute("UPDATE deliveries SET lease_until_ms = next_attempt_at_ms + 2 WHERE id <= 3")
 

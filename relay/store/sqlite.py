@@ -80,7 +80,7 @@ from relay.store.sqlite_statements import (
     from_row,
     insert_event,
     named_rows,
-    record_outcome,
+    record_outcomes,
     rejection,
     write_each,
 )
@@ -241,7 +241,7 @@ class SqliteStore:
     ) -> list[HealthChange]:
         # Outcomes are group-committed like ingest: under load one fsync records many.
         return await self.transaction(
-            lambda c: write_each(batch, lambda item: record_outcome(c, item[0], item[1])),
+            lambda c: record_outcomes(c, batch),
             durable=False,
             deadline=min(deadline for _, _, deadline in batch),
         )

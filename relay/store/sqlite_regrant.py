@@ -19,7 +19,7 @@ from relay.records import (
     Replacement,
     WithheldRow,
 )
-from relay.store.sqlite_statements import Q, from_row, named_rows
+from relay.store.sqlite_statements import Q, from_row, named_rows, queue_destinations
 
 REKEY_STEP = "destination ids"
 log = logging.getLogger("relay.store")
@@ -135,6 +135,8 @@ def _replace(
         ).fetchone()
         if row is not None:
             created.append((row[0], new.status))
+            if new.status == DeliveryStatus.PENDING:
+                queue_destinations(conn, [(new.destination_key, now_ms)])
     if not created:
         return
     # The old row says what it became, so the history stays honest.

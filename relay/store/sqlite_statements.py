@@ -114,19 +114,7 @@ def rejection(exc: BaseException) -> str:
 def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> HealthChange:
     """Record one attempt, only if the row still holds the writer's lease (the fence)."""
     attempt, resolution = outcome.attempt, outcome.resolution
-    moved = conn.execute(
-        Q["resolve_delivery"],
-        {
-            "delivery_id": attempt.delivery_id,
-            "attempt_no": attempt.attempt_no,
-            "status": resolution.status.value,
-            "next_attempt_at_ms": resolution.next_attempt_at_ms,
-            "last_error": resolution.last_error,
-            "reason": resolution.last_error or "delivered",
-            "now_ms": now_ms,
-            "lease_token": outcome.lease_token,
-        },
-    )
+    moved = conn.execute(Q["resolve_delivery"], _resolve_params(outcome, now_ms))
     if moved.rowcount == 0:  # the lease ran out and another claim took the row: not ours
         return HealthChange(disabled_now=False, consecutive_failures=0, recorded=False)
     conn.execute(Q["insert_attempt"], _attempt_params(attempt))
@@ -140,6 +128,68 @@ def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> H
     )
 
 
+def record_outcomes(
+    conn: sqlite3.Connection, batch: Sequence[tuple[Outcome, int, float]]
+) -> list[HealthChange]:
+    """Record a batch of outcomes: a batch of plain successes in a few `executemany`
+    calls, anything else (or a fence that does not hold) one by one.
+
+    In a drain almost every batch is successes: statement by statement each costs four
+    round trips into SQLite, all of them on the thread ingest commits on too. The fast
+    path runs in a savepoint: if any row no longer holds its lease, it is undone and the
+    batch goes one by one, so the fence holds exactly as in `record_outcome`.
+    """
+    outcomes = [outcome for outcome, _, _ in batch]
+    if len(batch) > 1 and all(o.resolution.health == HealthEffect.SUCCESS for o in outcomes):
+        conn.execute("SAVEPOINT outcomes")
+        try:
+            recorded = _record_successes(conn, batch)
+        except sqlite3.Error as exc:
+            if is_store_fault(exc):
+                raise  # the whole transaction is undone, and every caller hears it
+            recorded = False  # one item at fault: the path below names it
+        if not recorded:
+            conn.execute("ROLLBACK TO outcomes")
+        conn.execute("RELEASE outcomes")
+        if recorded:
+            return [HealthChange(disabled_now=False, consecutive_failures=0)] * len(batch)
+    return write_each(batch, lambda item: record_outcome(conn, item[0], item[1]))
+
+
+def _record_successes(
+    conn: sqlite3.Connection, batch: Sequence[tuple[Outcome, int, float]]
+) -> bool:
+    """The fast path of `record_outcomes`; False (and the caller undoes it) unless every
+    row still held its lease."""
+    moved = conn.executemany(
+        Q["resolve_delivery"], [_resolve_params(outcome, now_ms) for outcome, now_ms, _ in batch]
+    )
+    if moved.rowcount != len(batch):
+        return False
+    conn.executemany(Q["insert_attempt"], [_attempt_params(o.attempt) for o, _, _ in batch])
+    latest: dict[str, int] = {}
+    for outcome, now_ms, _ in batch:
+        latest[outcome.destination_key] = max(now_ms, latest.get(outcome.destination_key, 0))
+    health = [{"key": key, "now_ms": now_ms} for key, now_ms in latest.items()]
+    conn.executemany(Q["ensure_destination"], health)
+    conn.executemany(Q["destination_success"], health)
+    return True
+
+
+def _resolve_params(outcome: Outcome, now_ms: int) -> dict[str, Any]:
+    attempt, resolution = outcome.attempt, outcome.resolution
+    return {
+        "delivery_id": attempt.delivery_id,
+        "attempt_no": attempt.attempt_no,
+        "status": resolution.status.value,
+        "next_attempt_at_ms": resolution.next_attempt_at_ms,
+        "last_error": resolution.last_error,
+        "reason": resolution.last_error or "delivered",
+        "now_ms": now_ms,
+        "lease_token": outcome.lease_token,
+    }
+
+
 def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> IngestResult:
     params = {**_event_params(event), "now_ms": now_ms}
     row = conn.execute(Q["insert_event"], params).fetchone()
@@ -148,34 +198,48 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
         return IngestResult("duplicate", int(existing[0]), 0)
     event_row_id = int(row[0])
     deliveries = _settle_reminders(conn, event, now_ms)
-    conn.executemany(
-        Q["insert_delivery"],
-        [
-            {
-                "event_id": event_row_id,
-                "kind": d.kind.value,
-                "producer_id": event.producer_id,
-                "affiliate_code": d.affiliate_code,
-                "destination_key": d.destination_key,
-                "channel": d.channel,
-                "event_name": event.event_name,
-                "status": d.status.value,
-                "reason": d.reason,
-                "message_id": d.message_id,
-                "next_attempt_at_ms": (d.due_at_ms or now_ms)
-                if d.status == DeliveryStatus.PENDING
-                else None,
-                "now_ms": now_ms,
-                "notification": d.notification,
-            }
-            for d in deliveries
-        ],
-    )
+    rows = [
+        {
+            "event_id": event_row_id,
+            "kind": d.kind.value,
+            "producer_id": event.producer_id,
+            "affiliate_code": d.affiliate_code,
+            "destination_key": d.destination_key,
+            "channel": d.channel,
+            "event_name": event.event_name,
+            "status": d.status.value,
+            "reason": d.reason,
+            "message_id": d.message_id,
+            "next_attempt_at_ms": (d.due_at_ms or now_ms)
+            if d.status == DeliveryStatus.PENDING
+            else None,
+            "now_ms": now_ms,
+            "notification": d.notification,
+        }
+        for d in deliveries
+    ]
+    conn.executemany(Q["insert_delivery"], rows)
+    queue_destinations(conn, [(r["destination_key"], r["next_attempt_at_ms"]) for r in rows])
     # What goes out now; a reminder is scheduled, and counted when it falls due.
     sendable = sum(
         1 for d in deliveries if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
     )
     return IngestResult(event.outcome, event_row_id, sendable)
+
+
+def queue_destinations(
+    conn: sqlite3.Connection, due: Sequence[tuple[str | None, int | None]]
+) -> None:
+    """Rows just inserted: move each destination's claim bound (destination_queue) to
+    the earliest of them that is pending (a due time); rows not pending have none."""
+    earliest: dict[str, int] = {}
+    for key, due_ms in due:
+        if key is not None and due_ms is not None:
+            earliest[key] = min(due_ms, earliest.get(key, due_ms))
+    if earliest:
+        conn.executemany(
+            Q["queue_destinations"], [{"key": k, "due_ms": v} for k, v in earliest.items()]
+        )
 
 
 def _settle_reminders(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> list[NewDelivery]:

@@ -11,7 +11,7 @@
 --                       each destination's pending rows in due order: a claim takes the
 --                       head of each destination's own range, oldest first.
 --
--- The invariant (kept by the triggers below, relied on by `claim_due`): every pending,
+-- The invariant (kept by the trigger below and the inserts, relied on by `claim_due`): every pending,
 -- unleased row's destination has a queue row whose next_due_ms is no later than the row's
 -- due time. The bound may be early (a row settled elsewhere, a rekeyed key): the next claim
 -- that visits the destination reads its true head and moves the bound, or drops the row.
@@ -27,19 +27,14 @@ CREATE TABLE destination_queue (
 ) WITHOUT ROWID;
 CREATE INDEX destination_queue_by_due ON destination_queue (next_due_ms, key);
 
--- A row becomes claimable when it is inserted pending, or updated to pending, to an earlier
--- due time, out of its lease, or to another destination. The upsert only ever moves a
+-- A row becomes claimable when it is inserted pending (the writes that insert rows move
+-- the bound themselves: `queue_destinations` in queries.sql), or updated to pending, to an
+-- earlier due time, out of its lease, or to another destination (this trigger). An insert
+-- trigger was measured and dropped: a statement that fires a writing trigger needs a
+-- statement journal, a temp file here, and ingest's INSERT went from about 40 to about
+-- 110 us per event. An UPDATE that leaves its row unclaimable (a lease taken, a row sent)
+-- never gets past the WHEN, and costs nothing measurable. The upsert only ever moves a
 -- bound earlier; when the bound is already earlier it reads one row and writes nothing.
-CREATE TRIGGER destination_queue_on_insert AFTER INSERT ON deliveries
-WHEN NEW.status = 'pending' AND NEW.destination_key IS NOT NULL
-     AND NEW.next_attempt_at_ms IS NOT NULL AND NEW.lease_until_ms IS NULL
-BEGIN
-    INSERT INTO destination_queue (key, next_due_ms)
-    VALUES (NEW.destination_key, NEW.next_attempt_at_ms)
-    ON CONFLICT (key) DO UPDATE SET next_due_ms = excluded.next_due_ms
-    WHERE excluded.next_due_ms < destination_queue.next_due_ms;
-END;
-
 CREATE TRIGGER destination_queue_on_update
 AFTER UPDATE OF status, next_attempt_at_ms, lease_until_ms, destination_key ON deliveries
 WHEN NEW.status = 'pending' AND NEW.destination_key IS NOT NULL

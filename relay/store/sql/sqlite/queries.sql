@@ -21,6 +21,14 @@ VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :chan
         :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms,
         :notification);
 
+-- name: queue_destinations
+-- A pending row was inserted: its destination's bound in destination_queue moves earlier
+-- if the row is due before it (migration 8: the update trigger covers every other way a
+-- row becomes claimable). Run by every write that inserts deliveries.
+INSERT INTO destination_queue (key, next_due_ms) VALUES (:key, :due_ms)
+ON CONFLICT (key) DO UPDATE SET next_due_ms = excluded.next_due_ms
+WHERE excluded.next_due_ms < destination_queue.next_due_ms;
+
 -- name: skip_disabled_due
 -- A row in flight is left to its holder, whose outcome write settles it. An alert is
 -- keyed by the disabled destination it is about, and must still go to its producer.
