@@ -198,7 +198,7 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
         return IngestResult("duplicate", int(existing[0]), 0)
     event_row_id = int(row[0])
     deliveries = _settle_reminders(conn, event, now_ms)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "event_id": event_row_id,
             "kind": d.kind.value,
@@ -219,7 +219,14 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
         for d in deliveries
     ]
     conn.executemany(Q["insert_delivery"], rows)
-    queue_destinations(conn, [(r["destination_key"], r["next_attempt_at_ms"]) for r in rows])
+    queue_destinations(
+        conn,
+        [
+            (d.destination_key, d.due_at_ms or now_ms)
+            for d in deliveries
+            if d.status == DeliveryStatus.PENDING
+        ],
+    )
     # What goes out now; a reminder is scheduled, and counted when it falls due.
     sendable = sum(
         1 for d in deliveries if d.status == DeliveryStatus.PENDING and d.due_at_ms is None
