@@ -5,6 +5,10 @@ it, stopping sets it; otherwise it sleeps until the next due retry. Claims are
 leases, so a crash hands the rows back on restart (at-least-once). Modelled on
 procrastinate's worker: stop flag, bounded concurrency, shielded outcome writes.
 
+Per destination, the cap on attempts in flight adapts (relay.adaptive_caps): the
+configured floor, raised while the receiver answers fast and healthy; the claim shares
+free slots fairly, so a raised cap only takes slots no other destination waits for.
+
 At most one attempt of a delivery is in flight at any moment: a row this dispatcher
 has in flight is never claimed again (its id is excluded from every claim, even
 past its lease), a lease outlasts the attempt that holds it, and an outcome write
