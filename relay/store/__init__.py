@@ -128,9 +128,13 @@ class Store(Protocol):
         build it. The SQLite design (migration 0008, queries.sql "Claims"):
 
         - `destination_queue (key, next_due_ms)` holds, per destination, a lower bound of
-          when its first claimable row falls due; triggers on `deliveries` move it
-          earlier whenever a row becomes claimable (inserted or updated to pending, a
-          lease released, a new due time, a rekey), and never later.
+          when its first claimable row falls due. Whatever makes a row claimable moves
+          it earlier, never later: the writes that insert pending rows upsert it
+          themselves (`queue_destinations`; an insert trigger cost ingest 70 us per
+          event in SQLite, through its statement journal), and a trigger on UPDATE of
+          status, due time, lease or key covers the rest (a retry scheduled, a lease
+          released, a requeue, a regrant, a rekey). A bound may be early: the claim
+          that visits the destination corrects it.
         - An index `(destination_key, next_attempt_at_ms) WHERE status = 'pending'`
           gives each destination its own range in due order.
         - A claim (1) marks due the destinations of rows whose lease ran out (the head
