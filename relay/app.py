@@ -13,6 +13,7 @@ from relay.clock import Clock
 from relay.config import Config
 from relay.engine import open_relay, running
 from relay.ingest import handle_hotmart_post
+from relay.json_reply import json_reply
 from relay.metrics import bearer_matches
 from relay.readiness import PROBE_INTERVAL_S
 
@@ -64,7 +65,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        return web.json_response(
+        return json_reply(
             {"error": exc.reason.lower(), "details": [f"{request.method} {request.path}"]},
             status=exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
@@ -73,13 +74,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 async def handle_livez(request: web.Request) -> web.Response:
     """The process answers: nothing more is checked, so a busy store never fails it."""
-    return web.json_response({"status": "ok"})
+    return json_reply({"status": "ok"})
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
     """Can this relay accept and deliver? From state only: it never waits on the store."""
     ready, body = request.app[RELAY].readiness.report()
-    return web.json_response(body, status=200 if ready else 503)
+    return json_reply(body, status=200 if ready else 503)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
@@ -87,7 +88,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     token = relay.config.admin.metrics_token
     if token is not None and not bearer_matches(request.headers.get("Authorization"), token):
-        return web.json_response(
+        return json_reply(
             {"error": "unauthorized", "details": ["send Authorization: Bearer <metrics_token>"]},
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="relay metrics"'},

@@ -55,7 +55,7 @@ from relay.records import (
 from relay.recovery import message_options, refusal_at_send
 from relay.render import Notification, RenderError
 from relay.store import Store, StoreRejected, StoreUnavailable
-from relay.targets import Target, TemplateSet, resolve_target
+from relay.targets import DestinationIndex, Target, TemplateSet, resolve_target
 
 log = logging.getLogger("relay.attempt")
 T = TypeVar("T")
@@ -85,6 +85,7 @@ class AttemptRunner:
         metrics: Metrics | None = None,
     ) -> None:
         self._config = config
+        self._destinations = DestinationIndex(config)  # the runner's config is fixed
         self._store = store
         self._channels = channels
         self._templates = templates
@@ -168,7 +169,7 @@ class AttemptRunner:
             if isinstance(alert, str):  # the producer has no alert_email any more
                 return Unsent(DeliveryStatus.FAILED, alert)
             return lambda: self._alert_email(delivery, alert)
-        target = resolve_target(self._config, delivery)
+        target = resolve_target(self._destinations, delivery)
         if isinstance(target, str):  # the config no longer names this destination
             return Unsent(DeliveryStatus.FAILED, target)
         event = Event.model_validate_json(delivery.payload_json)

@@ -76,6 +76,8 @@ class ServerConfig(_Model):
     idle_timeout_s: Duration = Field(DEFAULT_IDLE_TIMEOUT_S, alias="idle_timeout", gt=0)
     # From a complete request head to the whole body.
     body_timeout_s: Duration = Field(DEFAULT_BODY_TIMEOUT_S, alias="body_timeout", gt=0)
+    # "auto": uvloop when it is installed (`pip install 'relay[fast]'`), else asyncio's own.
+    event_loop: Literal["auto", "asyncio"] = "auto"
 
     @field_validator("path")
     @classmethod

@@ -131,7 +131,9 @@ def web_url(value: Any) -> str | None:
     which makes `urlsplit` raise) is the event's fault: the slip goes out without it.
     """
     url = as_text(value, MAX_URL_CHARS)
-    if not url or any(ch.isspace() or not ch.isprintable() for ch in url):
+    # No whitespace and nothing unprintable: the space is the one character that is both
+    # printable and whitespace, so this is one C-speed pass, not one call per character.
+    if not url or " " in url or not url.isprintable():
         return None
     try:
         parts = urlsplit(url)

@@ -42,6 +42,9 @@ MAX_PRICE_PLACES = 4
 # exponent, so "1E+999999999" never becomes a number that expands when printed.
 _PRICE_TEXT = re.compile(r"[+-]?\d{1,15}(?:\.\d{1,15})?(?:[eE][+-]?\d{1,2})?")
 
+_WHITESPACE = re.compile(r"\s+")
+_CODE_SEPARATORS = re.compile(r"[.\-]")
+
 _MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # Below this an epoch number is in seconds (10**11 s is the year 5138; 10**11 ms is 1973).
 _EPOCH_SECONDS_BELOW = 10**11
@@ -139,8 +142,8 @@ def as_epoch_ms(value: Any) -> int | None:
 def compact_code(text: str) -> str | None:
     """Digits only when the code is a number written with separators, as boletos are
     ("34191.09669 36967.100540 ..."); otherwise just without whitespace."""
-    compact = re.sub(r"\s+", "", text)
-    digits = re.sub(r"[.\-]", "", compact)
+    compact = _WHITESPACE.sub("", text)
+    digits = _CODE_SEPARATORS.sub("", compact)
     return (digits if digits.isdecimal() and digits.isascii() else compact) or None
 
 

@@ -38,9 +38,11 @@ from relay.notification import notification_context
 from relay.records import Notice
 from relay.sandbox import MAX_BODY_CHARS, MAX_SUBJECT_CHARS, join_bounded, make_environment
 from relay.sandbox import RenderError as RenderError
+from relay.webhook_body import default_webhook_body
 from relay.whatsapp import whatsapp_number, whatsapp_url
 
 _TEMPLATE_EXTENSIONS = ("txt", "html", "json")
+WEBHOOK_TEMPLATE = "webhook.json"
 # The email templates of each notice: `<name>.<locale>.subject.txt`, `.txt` and `.html`.
 _EMAIL_TEMPLATES = {
     Notice.SLIP: "billet_printed",
@@ -87,6 +89,11 @@ class Templates:
         self._folders = [default_templates_dir()]
         if override_dir is not None:
             self._folders.insert(0, override_dir)
+        # Read once, like the templates: without an override the default body is built in
+        # Python (relay.webhook_body), which costs a small fraction of a Jinja render.
+        self._webhook_overridden = (
+            override_dir is not None and (override_dir / WEBHOOK_TEMPLATE).is_file()
+        )
         loaders: list[BaseLoader] = [FileSystemLoader(folder) for folder in self._folders]
         self._env = make_environment(
             ChoiceLoader(loaders),
@@ -123,7 +130,15 @@ class Templates:
 
     def webhook_body(self, n: Notification) -> bytes:
         """The UTF-8 JSON body POSTed to a webhook destination, checked to parse."""
-        name = "webhook.json"
+        if not self._webhook_overridden:
+            built = default_webhook_body(n, self._whatsapp_url(n, None))
+            # Bytes are never fewer than characters: decode only when the bytes are over.
+            if len(built) > MAX_BODY_CHARS and len(built.decode("utf-8")) > MAX_BODY_CHARS:
+                raise RenderError(
+                    f"{WEBHOOK_TEMPLATE}: rendered output is over {MAX_BODY_CHARS} characters"
+                )
+            return built
+        name = WEBHOOK_TEMPLATE
         body = self._render(name, self._context(n))
         try:
             # NaN and Infinity parse in Python but not in most receivers: refuse them.
@@ -172,14 +187,21 @@ class Templates:
     def _context(self, n: Notification) -> dict[str, Any]:
         """What a notification's templates see, with the WhatsApp link when it has one."""
         context = notification_context(n)
-        buyer = n.event.buyer
-        number = whatsapp_number(buyer.phone, n.event.purchase.buyer_country) if buyer else None
-        if n.whatsapp and number is not None:
-            # Rendered from its own template, so a producer can word it as they wish.
-            name = f"whatsapp.{n.locale}.txt"
-            message = self._render(name, context, MAX_WHATSAPP_CHARS).strip()
-            context["whatsapp_url"] = whatsapp_url(number, message)
+        context["whatsapp_url"] = self._whatsapp_url(n, context)
         return context
+
+    def _whatsapp_url(self, n: Notification, context: dict[str, Any] | None) -> str | None:
+        """The link to the buyer's WhatsApp, when `n` asks for one and the phone allows."""
+        if not n.whatsapp or n.event.buyer is None:
+            return None
+        number = whatsapp_number(n.event.buyer.phone, n.event.purchase.buyer_country)
+        if number is None:
+            return None
+        # Rendered from its own template, so a producer can word it as they wish.
+        name = f"whatsapp.{n.locale}.txt"
+        context = notification_context(n) if context is None else context
+        message = self._render(name, context, MAX_WHATSAPP_CHARS).strip()
+        return whatsapp_url(number, message)
 
     def _render(self, name: str, context: dict[str, Any], max_chars: int = MAX_BODY_CHARS) -> str:
         """Render `name`, pulling its output piece by piece and stopping at `max_chars`."""

@@ -54,6 +54,9 @@ def make_environment(loader: BaseLoader, filters: dict[str, Callable[..., Any]])
     """One environment per template set: Jinja caches each compiled template in it."""
     env = BoundedSandbox(
         loader=loader,
+        # Templates are compiled and checked at start; a producer restarts the relay to
+        # change one. auto_reload would stat every template file on every render.
+        auto_reload=False,
         undefined=StrictUndefined,
         autoescape=select_autoescape(enabled_extensions=("html",), default=False),
         trim_blocks=True,

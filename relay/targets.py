@@ -11,7 +11,7 @@ from relay.config import (
     ProducerConfig,
     WebhookDestination,
 )
-from relay.destination_ids import split_destination_key
+from relay.destination_ids import destination_key, split_destination_key
 from relay.hotmart import Event
 from relay.records import ClaimedDelivery
 from relay.render import Templates
@@ -46,9 +46,31 @@ class Target:
         return named.name if named else self.affiliate_code
 
 
-def find_destination(
-    config: Config, key: str
-) -> tuple[ProducerConfig, AffiliateConfig, EmailDestination | WebhookDestination] | None:
+Found = tuple[ProducerConfig, AffiliateConfig, EmailDestination | WebhookDestination]
+
+
+class DestinationIndex:
+    """Every destination of one config by its key, built once for that config.
+
+    An attempt then finds its destination with one dict lookup, where `find_destination`
+    walks the producer, affiliate and destination lists and derives each unnamed
+    destination's id (a SHA-256 of its address) on the way.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self._by_key: dict[str, Found] = {}
+        for producer in config.producers:
+            for affiliate in producer.affiliates:
+                for destination in affiliate.destinations:
+                    key = destination_key(producer.id, affiliate.code, destination.stable_id)
+                    # The first of a name wins, as in find_destination's walk.
+                    self._by_key.setdefault(key, (producer, affiliate, destination))
+
+    def find(self, key: str) -> Found | None:
+        return self._by_key.get(key)
+
+
+def find_destination(config: Config, key: str) -> Found | None:
     """The destination `key` names in `config`, found by its id: wherever it sits now."""
     parts = split_destination_key(key)
     if parts is None:
@@ -67,12 +89,12 @@ def describe(destination: EmailDestination | WebhookDestination) -> str:
     return f"webhook {destination.url}"
 
 
-def resolve_target(config: Config, delivery: ClaimedDelivery) -> Target | str:
+def resolve_target(destinations: DestinationIndex, delivery: ClaimedDelivery) -> Target | str:
     """The target of a notification or test, or the reason there is none any more.
 
     Alerts go to their producer instead: `relay.alerts.alert_target`.
     """
-    found = find_destination(config, delivery.destination_key)
+    found = destinations.find(delivery.destination_key)
     if found is None:
         return f"destination {delivery.destination_key} is no longer in the config"
     producer, affiliate, destination = found

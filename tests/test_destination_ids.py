@@ -27,7 +27,7 @@ from relay.hotmart import parse_json_event
 from relay.store.backend import open_store, positional_keys
 from relay.store.queries import load_migrations
 from relay.store.sqlite_statements import SQL_DIR
-from relay.targets import find_destination
+from relay.targets import DestinationIndex, find_destination
 from tests.conftest import SECRET, build_config, fixture_json
 from tests.test_cli import run_cli, write_toml
 
@@ -98,6 +98,22 @@ def test_an_id_in_the_config_names_the_key(config_dict: dict[str, Any], tmp_path
     assert found is not None and found[2] is mail
     assert find_destination(config, f"acme/{LUCIA}/0") is None  # positions name nothing now
     assert find_destination(config, f"acme/{LUCIA}/nope") is None
+
+
+def test_the_index_an_attempt_uses_finds_what_the_walk_finds(
+    config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    config = build_config(lucia_with(config_dict, {**MAIL, "id": "mail"}, HOOK), tmp_path)
+    index = DestinationIndex(config)
+    keys = [
+        destination_key(producer.id, affiliate.code, destination.stable_id)
+        for producer in config.producers
+        for affiliate in producer.affiliates
+        for destination in affiliate.destinations
+    ]
+    assert len(keys) > 3
+    for key in [*keys, f"acme/{LUCIA}/0", f"acme/{LUCIA}/nope", "not-a-key", "other/K/mail"]:
+        assert index.find(key) == find_destination(config, key), key
 
 
 def test_a_bad_id_is_reported_at_its_dotted_path(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from relay.config import Config
 from relay.decide import decide
 from relay.engine import Relay, open_relay, running
 from relay.hotmart import parse_json_event
-from relay.outbox import decided_rows, new_event
+from relay.outbox import decided_rows, new_event, new_message_id
 from relay.records import HistoryFilter, cli_lease_owner
 from tests.conftest import SECRET, base_config_dict, build_config, fixture_json
 from tests.peers import WebhookSink, status, wait_until, webhook_sink
@@ -256,3 +257,12 @@ async def test_drain_waits_for_every_attempt_in_flight(tmp_path: Path, sink: Web
         await burst
         statuses = [row.status for row in await rows(relay)]
     assert statuses == ["delivered", "delivered"]
+
+
+def test_message_ids_are_128_fresh_random_bits_each() -> None:
+    # Drawn from os.urandom for each id: none repeats, and none follows from another.
+    ids = [new_message_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"msg_[0-9a-f]{32}", i) for i in ids)
+    first, second = int(ids[0][4:], 16), int(ids[1][4:], 16)
+    assert second - first not in (0, 1, -1)  # not a counter

@@ -15,7 +15,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from relay.channels.base import EmailMessageSpec, PermanentError, TransientError
-from relay.channels.email import EmailChannel, build_message, open_email_channel
+from relay.channels.email import EmailChannel, message_bytes, open_email_channel
 from relay.channels.maildir import file_name
 from relay.config import EmailConfig, SmtpConfig
 
@@ -390,7 +390,7 @@ async def test_a_closed_channel_refuses_to_send(smtp_server: SmtpServer, tmp_pat
 def test_a_hostile_subject_cannot_add_headers() -> None:
     spec = _spec(subject="Boleto\r\nBcc: evil@example.com\r\n\r\nforged body\u2028X-Evil: 1")
 
-    parsed = _parse(bytes(build_message(spec, FROM)))
+    parsed = _parse(message_bytes(spec, FROM))
 
     assert len(parsed.get_all("Subject", [])) == 1
     assert "Bcc" not in parsed
@@ -400,8 +400,8 @@ def test_a_hostile_subject_cannot_add_headers() -> None:
 
 
 def test_message_id_is_stable_and_escapes_unsafe_characters() -> None:
-    first = build_message(_spec("dlv 1<x>@y"), FROM)
-    second = build_message(_spec("dlv 1<x>@y"), FROM)
+    first = _parse(message_bytes(_spec("dlv 1<x>@y"), FROM))
+    second = _parse(message_bytes(_spec("dlv 1<x>@y"), FROM))
 
     assert first["Message-ID"] == second["Message-ID"] == "<dlv=201=3Cx=3E=40y@relay>"
 

@@ -285,3 +285,22 @@ async def test_no_buyer_pii_reaches_the_logs(
         "andres.rojas",
     ):
         assert pii not in logged  # ...the buyer is not
+
+
+async def test_answers_are_json_with_the_content_type_aiohttp_gave_them(
+    relay_client: Any, config_dict: dict[str, Any], tmp_path: Path
+) -> None:
+    # Written with orjson now; the Content-Type is the one web.json_response sets.
+    client = await relay_client(build_config(config_dict, tmp_path))
+    answers = [
+        await post_json(client, fixture_json("billet_printed_oxxo.json")),
+        await post_json(client, b"{broken"),
+        await post_json(client, fixture_json("billet_printed_oxxo.json"), token="nope"),
+        await client.get("/no-such-page"),
+        await client.get("/livez"),
+    ]
+    assert [a.status for a in answers] == [200, 400, 401, 404, 200]
+    for answer in answers:
+        assert answer.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert isinstance(await answer.json(), dict)
+    assert (await answers[3].json()) == {"error": "not found", "details": ["GET /no-such-page"]}

@@ -178,7 +178,7 @@ async def test_an_event_id_holding_a_newline_cannot_forge_a_line_through_ingest(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.handler.setFormatter(formatter("text"))
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG)  # ingest's line for an accepted event is DEBUG
     client = await relay_client(build_config(config_dict, tmp_path))
     body = fixture_json("billet_printed_oxxo.json")
     body["id"] = "abc\nINFO relay.ingest: event FORGED from acme: accepted"

@@ -389,7 +389,7 @@ def test_webhook_price_is_an_exact_number_and_missing_buyer_is_null(
     purchase = event.purchase.model_copy(update={"price": Decimal("189900.10")})
     event = event.model_copy(update={"purchase": purchase, "buyer": None})
     raw = templates.webhook_body(notify(event)).decode()
-    assert '"value": 189900.10,' in raw  # the Decimal's own digits, never a float's
+    assert '"value":189900.10,' in raw  # the Decimal's own digits, never a float's
     body = json.loads(raw, parse_float=Decimal)
     assert body["purchase"]["price"]["value"] == Decimal("189900.10")
     assert body["buyer"] == {"name": None, "email": None, "phone": None, "whatsapp_url": None}
@@ -417,6 +417,19 @@ def test_override_webhook_body(tmp_path: Path) -> None:
     (tmp_path / "webhook.json").write_text('{"tx": {{ purchase.transaction|tojson }}}')
     body = Templates(tmp_path).webhook_body(notify(load("billet_printed_oxxo")))
     assert json.loads(body) == {"tx": "HP1764271200123"}
+
+
+def test_a_template_edited_while_running_is_read_again_only_at_restart(tmp_path: Path) -> None:
+    # Jinja's auto_reload would stat the file on every render; templates are checked at
+    # start, so an edit takes effect when the relay (a new Templates) starts again.
+    (tmp_path / "billet_printed.es.txt").write_text("first\n")
+    running = Templates(tmp_path)
+    assert running.email(notify(load("billet_printed_oxxo"))).text == "first\n"
+    (tmp_path / "billet_printed.es.txt").write_text("second, and longer\n")
+    assert running.email(notify(load("billet_printed_oxxo"))).text == "first\n"
+    assert Templates(tmp_path).email(notify(load("billet_printed_oxxo"))).text == (
+        "second, and longer\n"
+    )
 
 
 def test_override_with_a_syntax_error(tmp_path: Path) -> None:

@@ -167,6 +167,28 @@ async def test_serve_says_listening_once_bound_and_how_it_stopped(
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 
 
+@pytest.mark.parametrize(("setting", "loop"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_takes_and_answers_a_post_on_either_event_loop(
+    config_dict: dict[str, Any], tmp_path: Path, setting: str, loop: str
+) -> None:
+    # uvloop comes with the [test] extra, as with [fast]: "auto" picks it when installed.
+    port = free_port()
+    config_dict["server"] = {"port": port, "event_loop": setting}
+    async with serve_process(write_toml(config_dict, tmp_path / "relay.toml")) as proc:
+        assert (await next_line_matching(proc, "event loop:"))["message"] == f"event loop: {loop}"
+        await next_line_matching(proc, "listening on")
+        async with aiohttp.ClientSession() as session:
+            headers = {"Content-Type": "application/json", "X-HOTMART-HOTTOK": HOTTOK}
+            url = f"http://127.0.0.1:{port}{PATH}"
+            body = fixture_json("billet_printed_oxxo.json")
+            async with session.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == "accepted"
+        proc.send_signal(signal.SIGTERM)
+        await next_line_matching(proc, "stopped")
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
 async def test_serve_does_not_claim_to_listen_when_the_port_is_taken(
     config_dict: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -238,3 +260,29 @@ async def test_serve_until_stopped_raises_when_the_port_is_taken_and_cleans_up(
     assert not any("listening" in r.getMessage() for r in caplog.records)
     loop = asyncio.get_running_loop()
     assert loop.remove_signal_handler(signal.SIGTERM) is False  # none left behind
+
+
+def test_without_uvloop_auto_means_asyncios_own_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    from relay.event_loop import choose_loop
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # what `import uvloop` meets uninstalled
+    name, factory = choose_loop("auto")
+    assert name == "asyncio"
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
+
+
+def test_auto_picks_uvloop_where_it_is_installed_and_asyncio_picks_asyncio() -> None:
+    from relay.event_loop import choose_loop
+
+    for setting, expected in (("auto", "uvloop"), ("asyncio", "asyncio")):
+        name, factory = choose_loop(setting)
+        loop = factory()
+        try:
+            assert name == expected
+            assert type(loop).__module__.split(".")[0] == expected
+        finally:
+            loop.close()

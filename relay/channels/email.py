@@ -9,11 +9,11 @@ from typing import Protocol
 
 from relay.channels.base import AttemptReport, EmailMessageSpec
 from relay.channels.maildir import Maildir
-from relay.channels.mime import build_message
 from relay.channels.smtp_pool import open_smtp_pool
 from relay.config import EmailConfig
+from relay.mime_writer import message_bytes
 
-__all__ = ["EmailChannel", "build_message", "open_email_channel"]
+__all__ = ["EmailChannel", "message_bytes", "open_email_channel"]
 
 
 class EmailChannel(Protocol):

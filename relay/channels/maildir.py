@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from relay.channels.base import AttemptReport, EmailMessageSpec, TransientError
-from relay.channels.mime import build_message
+from relay.mime_writer import message_bytes
 
 # Comfortably under the 255-byte name limit of common filesystems, ".eml" included.
 MAX_NAME_STEM_CHARS = 150
@@ -35,9 +35,8 @@ class Maildir:
 
     async def send(self, message: EmailMessageSpec) -> AttemptReport:
         """Write one message; return the path written or raise a DeliveryError."""
-        mime = build_message(message, self._from_address)
         # Files on disk use the local line ending; CRLF is for the SMTP wire.
-        content = mime.as_bytes(policy=mime.policy.clone(linesep="\n"))
+        content = message_bytes(message, self._from_address, linesep="\n")
         name = file_name(message.message_id)
         started = time.perf_counter()
         try:

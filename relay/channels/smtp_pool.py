@@ -13,17 +13,26 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from email.message import EmailMessage
+from dataclasses import dataclass
 
 import aiosmtplib
 
 from relay.channels.base import AttemptReport, EmailMessageSpec, PermanentError, TransientError
-from relay.channels.mime import build_message
 from relay.config import SmtpConfig
+from relay.mime_writer import message_bytes, needs_smtputf8
 
 SMTP_OK = 250
 # "Service not available, closing channel": what a server says as it drops an idle client.
 SMTP_CLOSING = 421
+
+
+@dataclass(frozen=True)
+class _Wire:
+    """One message as it goes out: its bytes, its one recipient, its MAIL options."""
+
+    content: bytes
+    to: str
+    mail_options: list[str]
 
 
 class SmtpPool:
@@ -43,13 +52,19 @@ class SmtpPool:
 
     async def send(self, message: EmailMessageSpec) -> AttemptReport:
         """Send one message; return the server's 250 or raise a DeliveryError."""
-        mime = build_message(message, self._from_address)
+        wire = _Wire(
+            message_bytes(message, self._from_address),
+            message.to,
+            # An address beyond ASCII needs the server's SMTPUTF8; aiosmtplib refuses the
+            # send (SMTPNotSupported, a permanent failure) when the server lacks it.
+            ["SMTPUTF8"] if needs_smtputf8(self._from_address, message.to) else [],
+        )
         async with self._slots:
             if self._closed:
                 raise TransientError("email channel is closed")
             started = time.perf_counter()
             try:
-                client, reply = await self._deliver(mime, message.to)
+                client, reply = await self._deliver(wire)
             except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
                 raise _as_delivery_error(exc, _elapsed_ms(started)) from None
             if self._closed:
@@ -97,12 +112,12 @@ class SmtpPool:
             raise
         return client
 
-    async def _deliver(self, mime: EmailMessage, to: str) -> tuple[aiosmtplib.SMTP, str]:
+    async def _deliver(self, wire: _Wire) -> tuple[aiosmtplib.SMTP, str]:
         """Send on an idle connection or a new one; close whichever fails."""
         client = self._take_idle()
         if client is not None:
             try:
-                return client, await self._send_on(client, mime, to)
+                return client, await self._send_on(client, wire)
             except aiosmtplib.SMTPException as exc:
                 client.close()
                 if not _server_dropped(exc):
@@ -113,13 +128,15 @@ class SmtpPool:
                 raise
         client = await self._connect()
         try:
-            return client, await self._send_on(client, mime, to)
+            return client, await self._send_on(client, wire)
         except BaseException:
             client.close()
             raise
 
-    async def _send_on(self, client: aiosmtplib.SMTP, mime: EmailMessage, to: str) -> str:
-        _errors, reply = await client.send_message(mime, sender=self._from_address, recipients=[to])
+    async def _send_on(self, client: aiosmtplib.SMTP, wire: _Wire) -> str:
+        _errors, reply = await client.sendmail(
+            self._from_address, [wire.to], wire.content, mail_options=wire.mail_options
+        )
         return reply
 
 

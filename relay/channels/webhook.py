@@ -56,12 +56,15 @@ class WebhookChannel:
         self._session = session
         self._timeout_s = timeout_s
         self._allow_private_networks = allow_private_networks
+        # One signer per secret, made once: each decodes its secret when built. Secrets
+        # come from the config, so this holds as many as the config names.
+        self._signers: dict[str, Webhook] = {}
 
     async def send(self, message: WebhookMessage, *, now_s: float | None = None) -> AttemptReport:
         """POST one message; return the report of a 2xx or raise a DeliveryError."""
         url = self._checked_url(message.url)
         sent_at_s = time.time() if now_s is None else now_s
-        headers = signed_headers(message, sent_at_s)
+        headers = signed_headers(message, sent_at_s, self._signer(message.secret))
         started = time.perf_counter()
         try:
             async with self._session.post(
@@ -89,6 +92,12 @@ class WebhookChannel:
             reason = f"connection failed: {_describe(exc)}"
             raise TransientError(reason, _failure(started, reason)) from None
         return judge(report, now_s=sent_at_s)
+
+    def _signer(self, secret: str) -> Webhook:
+        signer = self._signers.get(secret)
+        if signer is None:
+            signer = self._signers[secret] = signer_for(secret)
+        return signer
 
     def _checked_url(self, url: str) -> URL:
         try:
@@ -131,16 +140,20 @@ async def open_webhook_channel(
         await resolver.close()
 
 
-def signed_headers(message: WebhookMessage, sent_at_s: float) -> dict[str, str]:
+def signer_for(secret: str) -> Webhook:
+    """The Standard Webhooks signer of a `whsec_` secret; PermanentError if it is not one."""
+    try:
+        return Webhook(secret)
+    except (ValueError, EmptyWebhookSecretError):
+        raise PermanentError("webhook secret is not a valid whsec_ secret") from None
+
+
+def signed_headers(message: WebhookMessage, sent_at_s: float, signer: Webhook) -> dict[str, str]:
     """Standard Webhooks headers over `id.timestamp.body`; PermanentError if unsignable."""
     try:
         body_text = message.body.decode("utf-8")
     except UnicodeDecodeError:
         raise PermanentError("webhook body is not valid UTF-8") from None
-    try:
-        signer = Webhook(message.secret)
-    except (ValueError, EmptyWebhookSecretError):
-        raise PermanentError("webhook secret is not a valid whsec_ secret") from None
     timestamp = datetime.fromtimestamp(sent_at_s, UTC)
     return {
         "webhook-id": message.message_id,

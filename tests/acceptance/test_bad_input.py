@@ -27,6 +27,7 @@ from tests.acceptance.conftest import Figures
 from tests.acceptance.harness import Relay, relay_config, running, slip_event, wait_for
 from tests.acceptance.peer_control import Sink
 from tests.conftest import HOTTOK, SECRET, fixture_json, fixture_text
+from tests.hotmart_bodies import hotmart_like, json_values
 
 FUZZ_EXAMPLES = int(os.environ.get("RELAY_FUZZ_EXAMPLES", "0"))
 # make test: a fixed, repeatable sample; make fuzz: many inputs, a new seed each run.
@@ -104,70 +105,6 @@ content_types = st.one_of(
     ),
     header_bytes,
 )
-huge_numbers = st.one_of(
-    st.integers(min_value=-(10**40), max_value=10**40),
-    st.floats(allow_nan=False, allow_infinity=False),
-    # As text, within what today's code can render without harm (issue 6 defect 1 is
-    # tested on its own); the JSON literal forms below reach orjson's own limits.
-    st.integers(min_value=-5000, max_value=5000).map(lambda e: f"1E{e:+d}"),
-    st.sampled_from(["NaN", "Infinity", "-0", "1e999", "0x10", "1_000", "٣", "²", "1,5"]),
-)
-json_leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    huge_numbers,
-    st.text(max_size=50),
-    st.text(alphabet=st.characters(max_codepoint=0x1F), max_size=10),  # control characters
-    st.text(max_size=5000).map(lambda s: s * 3),
-)
-json_values = st.recursive(
-    json_leaves,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-FIXTURES = [
-    "billet_printed_oxxo.json",
-    "billet_printed_boleto.json",
-    "billet_printed_pix.json",
-    "test_button_billet_printed.json",
-    "purchase_approved_oxxo.json",
-]
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, child in value.items():
-            found += _paths(child, (*prefix, key))
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            found += _paths(child, (*prefix, index))
-    return found
-
-
-@st.composite
-def hotmart_like(draw: st.DrawFn) -> dict[str, Any]:
-    """A fixture with some leaves or branches replaced, removed or renamed to camelCase."""
-    event = fixture_json(draw(st.sampled_from(FIXTURES)))
-    for _ in range(draw(st.integers(0, 6))):
-        paths = _paths(event)[1:]
-        path = draw(st.sampled_from(paths))
-        parent: Any = event
-        for step in path[:-1]:
-            parent = parent[step]
-        action = draw(st.sampled_from(["replace", "replace", "delete", "camel"]))
-        if action == "delete" or (action == "camel" and not isinstance(path[-1], str)):
-            del parent[path[-1]]
-        elif action == "camel":
-            head, *rest = path[-1].split("_")
-            parent[head + "".join(w.capitalize() for w in rest)] = parent.pop(path[-1])
-        else:
-            parent[path[-1]] = draw(json_values)
-    if draw(st.booleans()):
-        event["id"] = draw(st.uuids()).hex  # mostly new events, so they go all the way
-    return event
 
 
 def _nested(depth: int, kind: str) -> bytes:

@@ -144,7 +144,9 @@ def test_a_poisoned_price_is_unknown_and_the_body_stays_small(
 
 def test_an_event_id_cannot_forge_a_log_line(relay: Relay) -> None:
     forged = "2026-11-29 03:00:00,000 WARNING relay.attempt: destination acme/x/0 disabled"
-    event = slip_event("hook-denied")  # withheld: only ingest logs it
+    # Delivered, so its attempt is logged at INFO with the event id (ingest's own line
+    # for it is DEBUG since issue 10).
+    event = slip_event("hook-inject")
     event["id"] = f"evt-forge\n{forged}"
 
     assert relay.post(event).status == 200
