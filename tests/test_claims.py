@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.records import DeliveryStatus
+from relay.records import AttemptRecord, AttemptResolution, DeliveryStatus, HealthEffect
 from relay.store.sqlite import SqliteStore, open_sqlite_store
 from relay.store.sqlite_statements import Q
 from tests.test_store import new_event
@@ -165,3 +165,23 @@ async def test_a_store_upgraded_with_a_backlog_claims_it(tmp_path: Path) -> None
     async with open_sqlite_store(path) as reopened:
         claim = await reopened.claim_due(30, 1_000, 10, 4)
     assert sorted(d.message_id for d in claim.deliveries) == ["msg_a_0", "msg_a_1", "msg_b_0"]
+
+
+async def test_a_retry_still_in_the_callers_hands_keeps_its_destination_due(
+    store: SqliteStore,
+) -> None:
+    """Between a retry's outcome write and the moment the dispatcher forgets the attempt,
+    the row is unleased but excluded. A claim in that gap must not drop its destination
+    from the queue: the row would wait for another row of that destination, forever."""
+    await store.ingest(new_event("a"), 1)
+    (row,) = (await store.claim_due(10, 10_000, 10, 4)).deliveries
+    retry_now = AttemptResolution(DeliveryStatus.PENDING, 20, "503", HealthEffect.RETRYING)
+    attempt = AttemptRecord(row.id, 1, 10, 1.0, "transient", 503, "", {}, "", "")
+    change = await store.record_attempt(
+        attempt, retry_now, row.destination_key, 5, None, 20, lease_token=row.lease_token
+    )
+    assert change.recorded
+    in_the_gap = await store.claim_due(20, 10_000, 10, 4, exclude_ids=[row.id])
+    assert in_the_gap.deliveries == [] and in_the_gap.next_due_at_ms == 20
+    (again,) = (await store.claim_due(21, 10_000, 10, 4)).deliveries
+    assert again.id == row.id

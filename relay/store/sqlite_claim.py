@@ -44,6 +44,9 @@ class Head:
     key: str
     held: int  # rows of it already in the caller's hands
     rows: list[tuple[int, int]]  # (id, due at ms)
+    # The earliest due of its held rows already out of their lease (a retry whose attempt
+    # the caller has not forgotten yet): claimable once no longer excluded.
+    loose_due_ms: int | None = None
 
 
 def claim(conn: sqlite3.Connection, request: ClaimRequest) -> Claim:
@@ -52,9 +55,14 @@ def claim(conn: sqlite3.Connection, request: ClaimRequest) -> Claim:
         "exclude_ids": json.dumps(list(request.exclude_ids)),
     }
     skipped = [row[0] for row in conn.execute(Q["skip_disabled_due"], params)]
-    held: dict[str, int] = dict(conn.execute(Q["held_by_destination"], params).fetchall())
+    held: dict[str, int] = {}
+    loose: dict[str, int] = {}
+    for key, count, loose_due_ms in conn.execute(Q["held_by_destination"], params):
+        held[key] = count
+        if loose_due_ms is not None:
+            loose[key] = loose_due_ms
     if request.only_ids is None:
-        ids = _claim_from_queue(conn, request, params, held)
+        ids = _claim_from_queue(conn, request, params, held, loose)
     else:
         ids = _claim_among(conn, request, params, held)
     if ids:
@@ -78,7 +86,11 @@ def claim(conn: sqlite3.Connection, request: ClaimRequest) -> Claim:
 
 
 def _claim_from_queue(
-    conn: sqlite3.Connection, request: ClaimRequest, params: dict[str, Any], held: dict[str, int]
+    conn: sqlite3.Connection,
+    request: ClaimRequest,
+    params: dict[str, Any],
+    held: dict[str, int],
+    loose: dict[str, int],
 ) -> list[int]:
     conn.execute(Q["expired_leases_due"], params)
     due = conn.execute(
@@ -91,7 +103,7 @@ def _claim_from_queue(
     for key, _ in open_keys[: request.limit]:
         want = min(request.cap(key) - held.get(key, 0), request.limit)
         rows = conn.execute(Q["destination_head"], {**params, "key": key, "limit": want + 1})
-        heads.append(Head(key, held.get(key, 0), [(r[0], r[1]) for r in rows]))
+        heads.append(Head(key, held.get(key, 0), [(r[0], r[1]) for r in rows], loose.get(key)))
     taken = fair_share(heads, request)
     chosen = set(taken)
     for head in heads:
@@ -132,9 +144,13 @@ def fair_share(heads: Sequence[Head], request: ClaimRequest) -> list[int]:
 
 def _move_bound(conn: sqlite3.Connection, head: Head, taken_count: int) -> None:
     """After a visit, the destination's queue bound is its first claimable row not taken
-    (taken rows are a prefix of `rows`), or gone when it has none left."""
-    if taken_count < len(head.rows):
-        params = {"key": head.key, "next_due_ms": head.rows[taken_count][1]}
+    (taken rows are a prefix of `rows`) or a held row already out of its lease, whichever
+    is due first; the queue row goes when there is neither."""
+    candidates = [head.rows[taken_count][1]] if taken_count < len(head.rows) else []
+    if head.loose_due_ms is not None:
+        candidates.append(head.loose_due_ms)
+    if candidates:
+        params = {"key": head.key, "next_due_ms": min(candidates)}
         conn.execute(Q["set_destination_due"], params)
     else:
         conn.execute(Q["drop_destination_due"], {"key": head.key})

@@ -84,7 +84,15 @@ WHERE excluded.next_due_ms < destination_queue.next_due_ms;
 
 -- name: held_by_destination
 -- The caller's rows in flight count against their destination's slots: primary-key reads.
-SELECT destination_key, COUNT(*) FROM deliveries
+-- `loose_due_ms`: the earliest of them already out of its lease (pending, unleased or
+-- lease run out) while still in the caller's hands. That is every retry between its
+-- outcome write and the moment the caller forgets the attempt: the claim must not move
+-- its destination's bound past it (it is claimable as soon as it is no longer excluded).
+SELECT destination_key, COUNT(*) AS held,
+       MIN(CASE WHEN status = 'pending'
+                 AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+                THEN next_attempt_at_ms END) AS loose_due_ms
+FROM deliveries
 WHERE id IN (SELECT value FROM json_each(:exclude_ids)) AND destination_key IS NOT NULL
 GROUP BY destination_key;
 
