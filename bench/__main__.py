@@ -1,4 +1,5 @@
-"""`python -m bench`: run the benchmarks, print each result, write bench/results.json."""
+"""`python -m bench`: run the benchmarks, print each result and issue 10's table, write
+bench/results.json (the table is its "table" entry, and is printed as markdown)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from bench import channels, ingest, latency, stores, workers
+from bench import channels, claim, ingest, latency, stores, workers
 from bench.common import load_average
+from bench.table import markdown, table
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 # Each takes how long its measured parts should last (None: the full, default runs).
@@ -30,6 +32,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "email": channels.run_email,
     "workers": workers.run,
     "stores": stores.run,
+    "claim": claim.run,
 }
 
 
@@ -55,35 +58,15 @@ async def run_all(names: list[str], seconds: float | None) -> dict[str, Any]:
     return results
 
 
-def summary(results: dict[str, Any]) -> list[str]:
-    """The headline numbers, one line each."""
+def other_lines(results: dict[str, Any]) -> list[str]:
+    """The rows beside issue 10's table: each process layout, and each store."""
     lines = []
-    if "ingest" in results:
-        ingest_result = results["ingest"]
-        shares = ", ".join(
-            f"{name} {ingest_result[name]['ratio_relay_to_bare']}"
-            for name in ("wrk", "python")
-            if name in ingest_result
-        )
-        lines.append(f"{'ingest throughput relay/bare':<34} {shares}  (roadmap: >= 0.5)")
-    if "latency" in results:
-        for name, run in results["latency"].items():
-            if isinstance(run, dict) and "end_to_end" in run:
-                e2e = run["end_to_end"]
-                lines.append(
-                    f"{'end-to-end ' + name:<34} median {e2e.get('median_ms')} ms, "
-                    f"p99 {e2e.get('p99_ms')} ms"
-                )
-        lines[-1] += "  (roadmap: p99 <= 50 ms at 500/s)"
-    if "webhook" in results:
-        webhook_share = results["webhook"]["ratio_relay_to_raw"]
-        lines.append(f"{'webhook delivery relay/raw':<34} {webhook_share}")
-    if "email" in results:
-        email = results["email"]
-        lines.append(
-            f"{'email delivery relay/raw':<34} {email['ratio_relay_to_raw']} "
-            f"(vs raw building MIME per message: {email['ratio_relay_to_raw_mime_per_message']})"
-        )
+    for layout, row in results.get("workers", {}).items():
+        if isinstance(row, dict) and "delivered_per_s" in row:
+            lines.append(
+                f"{'layout ' + layout:<34} ingest/bare {row.get('ratio_relay_to_bare')}, "
+                f"delivered {row['delivered_per_s']}/s"
+            )
     for name, row in results.get("stores", {}).items():
         if isinstance(row, dict) and "ingest_per_s" in row:
             lines.append(
@@ -120,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
     seconds = QUICK_S if args.quick else args.seconds
     results = asyncio.run(run_all(names, seconds))
+    results["table"] = table(results)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print("summary")
-    for line in summary(results):
-        print(f"    {line}")
+    print("summary (issue 10's table; ratios are medians of alternating rounds)\n")
+    print(markdown(results["table"]))
+    print("\n".join(["", *other_lines(results)]))
     print(f"results written to {args.out} ({results['meta']['elapsed_s']}s in all)")
 
 

@@ -25,7 +25,7 @@ from relay.config import Config, load_config
 from relay.decide import decide
 from relay.hotmart import parse_json_event
 from relay.outbox import decided_rows, new_event
-from relay.records import HistoryFilter
+from relay.records import HistoryFilter, NewEvent
 from relay.store import Store
 from relay.store.backend import open_store
 
@@ -38,6 +38,7 @@ AFFILIATE = "K12345678M"  # the affiliate the OXXO fixture names
 INGEST_PATH = "/hotmart/webhook"
 READY_TIMEOUT_S = 20.0  # a cold start of `relay serve` on a busy 2-core machine
 STOP_TIMEOUT_S = 10.0  # after SIGTERM, before SIGKILL
+SEED_BATCH = 1000  # slips committed concurrently: the group commit writes them together
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -152,19 +153,28 @@ async def relay_store(config_path: Path) -> AsyncIterator[Store]:
         yield store
 
 
-async def seed_slips(config_path: Path, count: int) -> None:
+async def seed_slips(config_path: Path, count: int) -> int:
     """Commit `count` OXXO slips, each with a fresh id, as ingest would: one delivery
-    each, pending, for the config's one destination. The relay started next sends them."""
+    each, pending, for the config's one destination. The relay started next sends them.
+    Returns the id of the first slip's delivery: the first one a drain claims."""
     config: Config = load_config(config_path, {})
     producer = config.producers[0]
     bodies = EventBodies()
     async with open_store(config) as store:
-        batch = []
-        for _ in range(count):
-            event = parse_json_event(json.loads(bodies.next()[1]))
-            batch.append(new_event(producer.id, event, decided_rows(decide(producer, event))))
         now_ms = time.time_ns() // 1_000_000
-        await asyncio.gather(*(store.ingest(item, now_ms) for item in batch))
+        first = await store.ingest(_slip(producer.id, producer, bodies), now_ms)
+        (first_id,) = await store.delivery_ids_of_event(first.event_row_id)
+        for start in range(1, count, SEED_BATCH):
+            batch = [
+                _slip(producer.id, producer, bodies) for _ in range(min(SEED_BATCH, count - start))
+            ]
+            await asyncio.gather(*(store.ingest(item, now_ms) for item in batch))
+    return first_id
+
+
+def _slip(producer_id: str, producer: Any, bodies: EventBodies) -> NewEvent:
+    event = parse_json_event(json.loads(bodies.next()[1]))
+    return new_event(producer_id, event, decided_rows(decide(producer, event)))
 
 
 async def settled_count(store: Store) -> tuple[int, int]:
@@ -194,6 +204,19 @@ def tree_cpu_s(pid: int) -> float | None:
         return None
     total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
     return total + sum(tree_cpu_s(int(child)) or 0.0 for child in children)
+
+
+async def attempt_window_ms(store: Store, first_id: int, tail: int) -> tuple[int, float]:
+    """When a drain began (the first attempt of the first row, which the oldest-first
+    claim takes first) and ended (the last answer among the newest `tail` rows): a few
+    reads, however long the drain."""
+    detail = await store.delivery(first_id)
+    first = detail.attempts[0].started_at_ms if detail and detail.attempts else 0
+    last = max(
+        (started + latency for started, latency in await attempt_windows_ms(store, tail)),
+        default=0.0,
+    )
+    return first, last
 
 
 @dataclass

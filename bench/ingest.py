@@ -2,9 +2,16 @@
 
 A closed-loop load generator keeps 64 requests in flight, posting the OXXO fixture
 with a fresh `id` per request, for a fixed time after a warm-up. relay runs as
-`relay serve` with SQLite, the maildir transport and its dispatcher, and the
-fixture's affiliate has buyer data, so each request writes an event and its
-delivery row and then an email file. The number that matters is relay / bare.
+`relay serve` with SQLite and its dispatcher, in two modes (issue 10's first two rows):
+
+- withheld: the fixture's affiliate has no buyer data, so each request stores its
+  event and a withheld row, and nothing is dispatched;
+- delivering: the affiliate has buyer data and two destinations, an email (maildir)
+  and a webhook (the bench sink), so the same relay delivers each event twice while
+  it ingests; its delivered/s in the window is reported with the ratio.
+
+Bare, withheld and delivering runs alternate for three rounds, each relay on a fresh
+store; each mode's ratio is the median of its rounds' relay/bare ratios.
 
 The generator is an aiohttp client in this process, always; and wrk as well when
 it is installed. Python's client costs about as much CPU per request as the bare
@@ -15,6 +22,7 @@ carries both processes' CPU shares to show which side set the pace.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +36,7 @@ from bench import wrk
 from bench.common import (
     HOST,
     INGEST_PATH,
+    SECRET,
     Child,
     EventBodies,
     free_port,
@@ -45,6 +54,8 @@ from bench.common import (
 CONNECTIONS = 64  # as DESIGN.md's wrk runs
 WARMUP_S = 1.0
 DURATION_S = 8.0
+ROUNDS = 3
+MODES = ("withheld", "delivering")
 
 
 @dataclass
@@ -142,14 +153,6 @@ async def generate_load(
     return result
 
 
-async def count_rows(config_path: Path) -> dict[str, int]:
-    """Deliveries committed (one per accepted event here), read after relay has stopped."""
-    async with relay_store(config_path) as store:
-        deliveries = sum((await store.count_by_status()).values())
-        delivered, _ = await settled_count(store)
-    return {"deliveries": deliveries, "delivered": delivered}
-
-
 Measure = Callable[[str, Child, Path], Awaitable[tuple[float, dict[str, Any]]]]
 
 
@@ -176,63 +179,101 @@ def wrk_generator(duration_s: float, warmup_s: float) -> Measure:
     return measure
 
 
-async def bare_vs_relay(name: str, measure: Measure) -> dict[str, Any]:
-    """Each server fresh (an empty database, no backlog), measured by the same generator."""
-    with tempfile.TemporaryDirectory(prefix="relay-bench-ingest-") as tmp:
-        workdir = Path(tmp)
-        port = free_port()
-        async with peer_process("bare", port, workdir) as bare:
-            bare_rps, bare_summary = await measure(
-                f"http://{HOST}:{port}{INGEST_PATH}", bare, workdir
-            )
-        _print_load(f"{name}: bare", bare_summary)
+async def relay_run(
+    mode: str, measure: Measure, workdir: Path, sink_url: str
+) -> tuple[float, dict[str, Any]]:
+    """One `relay serve` on a fresh store, measured; delivering also counts deliveries."""
+    port = free_port()
+    withheld = mode == "withheld"
+    destinations = [{"kind": "email", "to": "lucia@example.com"}]
+    if not withheld:
+        destinations.append({"kind": "webhook", "url": sink_url, "secret": SECRET})
+    raw = relay_config(workdir, port, destinations, allow_private_networks=True)
+    raw["producers"][0]["affiliates"][0]["buyer_data"] = not withheld
+    config = write_relay_config(workdir, raw)
+    async with relay_process(config, port, workdir) as relay, relay_store(config) as store:
+        before, _ = await settled_count(store)
+        started = time.perf_counter()
+        rps, summary = await measure(f"http://{HOST}:{port}{INGEST_PATH}", relay, workdir)
+        delivered, _ = await settled_count(store)
+        summary["delivered_per_s"] = round((delivered - before) / (time.perf_counter() - started))
+    return rps, summary
 
-        port = free_port()
-        destinations = [{"kind": "email", "to": "lucia@example.com"}]
-        config = write_relay_config(workdir, relay_config(workdir, port, destinations))
-        async with relay_process(config, port, workdir) as relay:
-            relay_rps, relay_summary = await measure(
-                f"http://{HOST}:{port}{INGEST_PATH}", relay, workdir
-            )
-        _print_load(f"{name}: relay", relay_summary)
-        rows = await count_rows(config)
-    share = ratio(relay_rps, bare_rps)
+
+async def rounds_of(name: str, measure: Measure, rounds: int) -> dict[str, Any]:
+    """Bare, withheld and delivering runs, alternating, `rounds` times."""
+    runs: dict[str, list[tuple[float, dict[str, Any]]]] = {"bare": [], **{m: [] for m in MODES}}
+    with tempfile.TemporaryDirectory(prefix="relay-bench-ingest-") as tmp:
+        sink_port = free_port()
+        async with peer_process("sink", sink_port, Path(tmp)):
+            sink_url = f"http://{HOST}:{sink_port}/hooks/bench"
+            for index in range(rounds):
+                workdir = Path(tmp) / f"round-{index}"
+                for mode in runs:
+                    (workdir / mode).mkdir(parents=True)
+                port = free_port()
+                async with peer_process("bare", port, workdir / "bare") as bare:
+                    url = f"http://{HOST}:{port}{INGEST_PATH}"
+                    runs["bare"].append(await measure(url, bare, workdir / "bare"))
+                _print_load(f"{name}: bare", runs["bare"][-1][1])
+                for mode in MODES:
+                    runs[mode].append(await relay_run(mode, measure, workdir / mode, sink_url))
+                    _print_load(f"{name}: {mode}", runs[mode][-1][1])
+    result: dict[str, Any] = {"bare": _median_run(runs["bare"])}
+    for mode in MODES:
+        shares = [
+            ratio(rps, bare_rps) or 0.0
+            for (rps, _), (bare_rps, _) in zip(runs[mode], runs["bare"], strict=True)
+        ]
+        result[mode] = _median_run(runs[mode])
+        result[mode]["rounds_ratio_relay_to_bare"] = shares
+        result[mode]["ratio_relay_to_bare"] = statistics.median(shares)
+        bad = sum(summary["bad_responses"] for _, summary in runs[mode])
+        result[mode]["bad_responses"] = bad
+    result["delivered_per_s"] = result["delivering"]["delivered_per_s"]
     print(
-        f"    {name}: ratio relay/bare = {share}   relay bad responses: "
-        f"{relay_summary['bad_responses']}; "
-        f"{rows['deliveries']} delivery rows on disk ({rows['delivered']} delivered by stop)"
+        f"    {name}: relay/bare withheld {result['withheld']['ratio_relay_to_bare']}, "
+        f"delivering {result['delivering']['ratio_relay_to_bare']} while delivering "
+        f"{result['delivered_per_s']}/s (medians of {rounds})"
     )
-    return {
-        "bare": bare_summary,
-        "relay": relay_summary,
-        "ratio_relay_to_bare": share,
-        "relay_rows": rows,
-    }
+    return result
+
+
+def _median_run(runs: list[tuple[float, dict[str, Any]]]) -> dict[str, Any]:
+    """The median run's summary, with every round's rate."""
+    ordered = sorted(runs, key=lambda run: run[0])
+    middle = dict(ordered[len(ordered) // 2][1])
+    middle["rounds_requests_per_s"] = [round(rps, 1) for rps, _ in runs]
+    return middle
 
 
 async def run(seconds: float | None = None) -> dict[str, Any]:
     duration_s = DURATION_S if seconds is None else seconds
     warmup_s = WARMUP_S if seconds is None else min(WARMUP_S, seconds / 2)
-    generators = {"python": python_generator(duration_s, warmup_s)}
-    if wrk.available():
-        generators["wrk"] = wrk_generator(duration_s, warmup_s)
-    print(
-        f"[1] ingest throughput: {CONNECTIONS} connections, {duration_s:g}s after a "
-        f"{warmup_s:g}s warm-up; generators: {', '.join(generators)}"
-    )
-    results: dict[str, Any] = {"connections": CONNECTIONS, "duration_s": duration_s}
-    for name, measure in generators.items():
-        results[name] = await bare_vs_relay(name, measure)
+    rounds = ROUNDS if seconds is None else 1
     # wrk, when present, is the fairer judge: the Python client can cap the bare server.
-    headline = "wrk" if "wrk" in generators else "python"
-    results["headline_generator"] = headline
-    results["ratio_relay_to_bare"] = results[headline]["ratio_relay_to_bare"]
+    name = "wrk" if wrk.available() else "python"
+    measure = (wrk_generator if name == "wrk" else python_generator)(duration_s, warmup_s)
+    print(
+        f"[1] ingest throughput: {CONNECTIONS} connections ({name}), {duration_s:g}s after a "
+        f"{warmup_s:g}s warm-up; bare, withheld and delivering alternate, {rounds} rounds"
+    )
+    results: dict[str, Any] = {
+        "connections": CONNECTIONS,
+        "duration_s": duration_s,
+        "generator": name,
+        "rounds": rounds,
+    }
+    results.update(await rounds_of(name, measure, rounds))
+    results["ratio_relay_to_bare"] = results["withheld"]["ratio_relay_to_bare"]
     return results
 
 
 def _print_load(name: str, summary: dict[str, Any]) -> None:
     times = summary["response_time"]
     cpu = f"server {_share(summary['server_cpu_share'])}"
+    if "delivered_per_s" in summary:
+        cpu += f"   delivered {summary['delivered_per_s']}/s"
     if "client_cpu_share" in summary:
         cpu = f"client {_share(summary['client_cpu_share'])}, {cpu}"
     print(

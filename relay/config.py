@@ -37,6 +37,9 @@ DEFAULT_RETRY_DELAYS_S = (60.0, 300.0, 1800.0, 7200.0)  # 1 try + 4 retries = Ho
 DEFAULT_TIMEOUT_S = 10.0  # long enough for a slow receiver, short enough to free the slot
 DEFAULT_CONCURRENCY = 64  # attempts in flight across all destinations
 DEFAULT_PER_DESTINATION_CONCURRENCY = 4  # one slow affiliate cannot take every slot
+# How far a fast, healthy receiver's cap may grow above that floor (relay.adaptive_caps):
+# at 4 in flight one receiver takes about 430/s; 32 lets a fast one take a whole drain.
+DEFAULT_PER_DESTINATION_MAX_CONCURRENCY = 32
 DEFAULT_DISABLE_AFTER_FAILURES = 20  # a sustained run of failed deliveries, not one bad message
 DEFAULT_MAX_BODY_BYTES = 1_048_576  # Hotmart payloads are a few kB; 1 MiB is generous
 # A request head (and a keep-alive pause) arrives in milliseconds from Hotmart; 15 s covers a
@@ -114,6 +117,8 @@ class DeliveryConfig(_Model):
     timeout_s: Duration = Field(DEFAULT_TIMEOUT_S, alias="timeout", gt=0)
     concurrency: int = Field(DEFAULT_CONCURRENCY, ge=1)
     per_destination_concurrency: int = Field(DEFAULT_PER_DESTINATION_CONCURRENCY, ge=1)
+    # The ceiling of the adaptive cap; at or below the floor above, caps never grow.
+    per_destination_max_concurrency: int = Field(DEFAULT_PER_DESTINATION_MAX_CONCURRENCY, ge=1)
     disable_after_failures: int = Field(DEFAULT_DISABLE_AFTER_FAILURES, ge=1)
     allow_private_networks: Flag = False
     shutdown_grace_s: Duration = Field(DEFAULT_SHUTDOWN_GRACE_S, alias="shutdown_grace")

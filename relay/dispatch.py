@@ -5,6 +5,10 @@ it, stopping sets it; otherwise it sleeps until the next due retry. Claims are
 leases, so a crash hands the rows back on restart (at-least-once). Modelled on
 procrastinate's worker: stop flag, bounded concurrency, shielded outcome writes.
 
+Per destination, the cap on attempts in flight adapts (relay.adaptive_caps): the
+configured floor, raised while the receiver answers fast and healthy; the claim shares
+free slots fairly, so a raised cap only takes slots no other destination waits for.
+
 At most one attempt of a delivery is in flight at any moment: a row this dispatcher
 has in flight is never claimed again (its id is excluded from every claim, even
 past its lease), a lease outlasts the attempt that holds it, and an outcome write
@@ -16,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 
+from relay.adaptive_caps import AdaptiveCaps
 from relay.attempt import AttemptRunner
 from relay.clock import Clock, Sleeper, wait_for_event
 from relay.config import DeliveryConfig
@@ -63,6 +69,10 @@ class Dispatcher:
         self._stopping = False
         self._leases_released = False
         self._in_flight: dict[int, asyncio.Task[DeliveryStatus | None]] = {}
+        self._in_flight_by_key: Counter[str] = Counter()
+        self.caps = AdaptiveCaps(
+            delivery.per_destination_concurrency, delivery.per_destination_max_concurrency, clock
+        )
 
     @property
     def in_flight(self) -> int:
@@ -161,6 +171,7 @@ class Dispatcher:
             exclude_ids=list(self._in_flight),
             only_ids=only_ids,
             owner=self._owner,
+            caps=self.caps.raised(),
         )
         for unreadable in claim.unreadable:
             log.error("delivery %d failed without an attempt: %s", unreadable.id, unreadable.reason)
@@ -186,9 +197,13 @@ class Dispatcher:
             return
         task = asyncio.create_task(self._runner.attempt(delivery), name=f"delivery-{delivery.id}")
         self._in_flight[delivery.id] = task
+        key = delivery.destination_key
+        self._in_flight_by_key[key] += 1
+        started_ms = self._clock.now_ms()
 
         def finished(task: asyncio.Task[DeliveryStatus | None]) -> None:
             self._in_flight.pop(delivery.id, None)
+            self._adapt(key, task, self._clock.now_ms() - started_ms)
             if not task.cancelled() and task.exception() is not None:
                 # The type only: the text could quote buyer data. The lease brings it back.
                 error = type(task.exception()).__name__
@@ -196,6 +211,20 @@ class Dispatcher:
             self._wakeup.set()  # a slot is free
 
         task.add_done_callback(finished)
+
+    def _adapt(self, key: str, task: asyncio.Task[DeliveryStatus | None], took_ms: int) -> None:
+        """Tell the destination's cap how its receiver answered (relay.adaptive_caps)."""
+        in_flight = self._in_flight_by_key[key]  # this attempt included
+        self._in_flight_by_key[key] -= 1
+        if self._in_flight_by_key[key] <= 0:
+            del self._in_flight_by_key[key]
+        if task.cancelled() or task.exception() is not None:
+            return  # not the receiver's doing
+        status = task.result()
+        if status == DeliveryStatus.DELIVERED:
+            self.caps.succeeded(key, took_ms, in_flight)
+        elif status in (DeliveryStatus.PENDING, DeliveryStatus.FAILED):
+            self.caps.failed(key)  # an error, a timeout, a 429: a retry or a give-up
 
     def _until_due_s(self, due_ms: int) -> float:
         return (due_ms - self._clock.now_ms()) / 1000

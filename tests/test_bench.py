@@ -25,7 +25,9 @@ def test_every_benchmark_runs_and_reports_its_figures(request: pytest.FixtureReq
     results = json.loads(run.out.read_text(encoding="utf-8"))
     assert results["meta"]["seconds"] == 1
     assert results["ingest"]["ratio_relay_to_bare"] is not None
-    assert results["ingest"]["python"]["relay"]["bad_responses"] == 0
+    for mode in ("withheld", "delivering"):
+        assert results["ingest"][mode]["ratio_relay_to_bare"] is not None, mode
+        assert results["ingest"][mode]["bad_responses"] == 0, mode
     for name in ("sequential", "steady 200/s", "steady 500/s"):
         run_result = results["latency"][name]
         assert run_result["end_to_end"]["median_ms"] is not None, name
@@ -40,4 +42,8 @@ def test_every_benchmark_runs_and_reports_its_figures(request: pytest.FixtureReq
     for name in ("sqlite x1", "postgres x1", "postgres x2"):
         assert results["stores"][name]["delivery_per_s"] > 0, name
         assert results["stores"][name]["ingest_non_200"] == 0, name
-    assert "summary" in output
+    assert results["claim"]["median_ms_at_largest"] is not None
+    # Every row of issue 10's table, with a figure, in the JSON and the printed table.
+    assert len(results["table"]) == 6
+    assert all(row["figure"] is not None for row in results["table"]), results["table"]
+    assert "| measure | now | target |" in output

@@ -7,6 +7,8 @@ releases only what an earlier serve held.
 
 from __future__ import annotations
 
+import asyncio
+
 from relay.records import (
     AttemptRecord,
     AttemptResolution,
@@ -111,3 +113,38 @@ async def test_a_serve_start_releases_only_what_an_earlier_serve_held(
     again = await store.claim_due(200, 300, 10, 100)
     assert [d.id for d in again.deliveries] == [by_serve.id]  # the CLI's row stays its own
     assert by_cli.id not in [d.id for d in again.deliveries]
+
+
+async def test_a_batch_of_successes_keeps_every_fence(store: Store) -> None:
+    """Outcomes that share a commit take one `executemany` path when all are successes;
+    one stale holder among them sends the batch the slow way, and only it is refused."""
+    for name in "abcd":
+        await store.ingest(new_event(name), now_ms=100)
+    held = (await store.claim_due(100, 1_000, 10, 100, owner=SERVE)).deliveries
+    stale = held[0]
+    (taken_over,) = (
+        await store.claim_due(1_000, 2_000, 10, 100, owner="cli:7", only_ids=[stale.id])
+    ).deliveries
+
+    async def record(delivery_id: int, token: str) -> bool:
+        change = await store.record_attempt(
+            attempt(delivery_id, 1), DELIVERED, KEY, 5, None, 1_500, lease_token=token
+        )
+        return change.recorded
+
+    # All four in one group commit: the stale one refused, the three others written.
+    results = await asyncio.gather(*(record(d.id, d.lease_token) for d in held))
+    assert results == [False, True, True, True]
+    # Then a batch of only good ones takes the fast path and writes every row.
+    for name in "efg":
+        await store.ingest(new_event(name), now_ms=1_600)
+    fresh = (await store.claim_due(1_600, 9_000, 10, 100, exclude_ids=[stale.id])).deliveries
+    assert len(fresh) == 3
+    assert all(await asyncio.gather(*(record(d.id, d.lease_token) for d in fresh)))
+    assert await record(taken_over.id, taken_over.lease_token)
+    statuses = {row.message_id: row.status for row in await store.history(HistoryFilter())}
+    assert set(statuses.values()) == {"delivered"} and len(statuses) == 7
+    for delivery in [*held, *fresh]:
+        detail = await store.delivery(delivery.id)
+        assert detail is not None and [a.attempt_no for a in detail.attempts] == [1]
+    assert (await store.destination_health())[KEY].last_success_at_ms == 1_500

@@ -26,7 +26,7 @@ What every backend guarantees:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -109,14 +109,16 @@ class Store(Protocol):
         exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
         owner: str = SERVE_LEASE_OWNER,
+        caps: Mapping[str, int] | None = None,
     ) -> Claim:
         """Lease up to `limit` due deliveries to `owner`, oldest first, under one new
         fencing token valid until `lease_until_ms`; in the same transaction, say when the
         next pending row not leased falls due (among `only_ids`, when given).
 
         A row is due when it is pending, its `next_attempt_at_ms` has come and no live
-        lease holds it. Never more than `per_destination` rows of one destination count
-        as in flight: `exclude_ids` (the caller's rows in flight) are never claimed
+        lease holds it. Never more rows of one destination count as in flight than its
+        cap: `caps[key]` when given (the dispatcher's adaptive caps), else
+        `per_destination`. `exclude_ids` (the caller's rows in flight) are never claimed
         again, even past their lease, and take their destination's slots first, so a
         destination they fill is left out entirely. Before claiming, due rows of a
         disabled destination (not alerts, which are about it) are skipped with the
@@ -124,9 +126,38 @@ class Store(Protocol):
         are failed here, with the reason, and listed in `Claim.unreadable`, so one bad
         row never stops a claim.
 
-        Postgres: the candidate rows are read `FOR UPDATE SKIP LOCKED`, ordered by due
-        time, and leased in the same statement; the per-destination cap counts the
-        excluded ids per key, as here.
+        Fair across destinations: each destination's next row ranks by how many rows of
+        it would then be in flight, then by due time, so free slots go first to the
+        destinations with the fewest in flight; within a destination, oldest first.
+
+        The cost does not grow with the backlog (issue 10), which is how a backend must
+        build it. The SQLite design (migration 0008, queries.sql "Claims"):
+
+        - `destination_queue (key, next_due_ms)` holds, per destination, a lower bound of
+          when its first claimable row falls due. Whatever makes a row claimable moves
+          it earlier, never later: the writes that insert pending rows upsert it
+          themselves (`queue_destinations`; an insert trigger cost ingest 70 us per
+          event in SQLite, through its statement journal), and a trigger on UPDATE of
+          status, due time, lease or key covers the rest (a retry scheduled, a lease
+          released, a requeue, a regrant, a rekey). A bound may be early: the claim
+          that visits the destination corrects it.
+        - An index `(destination_key, next_attempt_at_ms) WHERE status = 'pending'`
+          gives each destination its own range in due order.
+        - A claim (1) marks due the destinations of rows whose lease ran out (the head
+          of the `lease_until_ms` index: a lease that expires writes nothing); (2)
+          counts `exclude_ids` per destination; (3) reads the due queue rows, earliest
+          first, `limit` plus the number of held destinations of them; (4) visits the
+          open ones with the fewest held first, at most `limit` of them, reading the
+          first claimable rows of each (free slots + 1); (5) ranks them as above and
+          leases the best `limit`; (6) moves each visited destination's bound to its
+          first row not taken, or drops it when none is left.
+        - `only_ids` (a CLI burst) reads those rows by key and leaves the queue alone.
+
+        Postgres: the same tables and triggers; step 4 is one statement with a
+        `LATERAL (... ORDER BY next_attempt_at_ms, id LIMIT n FOR UPDATE SKIP LOCKED)`
+        per queue row, so concurrent dispatchers never wait on, nor take, each other's
+        rows, and step 6 moves a bound only with `WHERE next_due_ms = <the value read>`
+        (a concurrent trigger's earlier bound wins).
         """
         ...
 

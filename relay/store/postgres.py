@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
@@ -252,7 +252,9 @@ class PostgresStore:
         exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
         owner: str = SERVE_LEASE_OWNER,
+        caps: Mapping[str, int] | None = None,
     ) -> Claim:
+        caps = caps or {}
         params: dict[str, Any] = {
             "now_ms": now_ms,
             "lease_until_ms": lease_until_ms,
@@ -262,6 +264,8 @@ class PostgresStore:
             "per_destination": per_destination,
             "exclude_ids": list(exclude_ids),
             "only_ids": None if only_ids is None else list(only_ids),
+            "cap_keys": list(caps),
+            "cap_values": list(caps.values()),
         }
 
         async def work(conn: asyncpg.Connection) -> Claim:

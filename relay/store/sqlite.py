@@ -62,6 +62,7 @@ from relay.store import sqlite_maintenance as maintenance
 from relay.store import sqlite_recovery as recovery
 from relay.store.group_commit import GroupCommit, ItemFailed
 from relay.store.rows import Outcome
+from relay.store.sqlite_claim import ClaimRequest, claim
 from relay.store.sqlite_connection import (
     UnitConnection,
     connect,
@@ -79,8 +80,7 @@ from relay.store.sqlite_statements import (
     from_row,
     insert_event,
     named_rows,
-    read_claimed,
-    record_outcome,
+    record_outcomes,
     rejection,
     write_each,
 )
@@ -88,10 +88,6 @@ from relay.store.write_health import WriteMonitor
 from relay.store.write_lock import WriteLock
 
 T = TypeVar("T")
-# A claim looks at this many due rows (times the slots free) to fill them fairly across
-# destinations; bounded so a backlog of millions costs the same as one of hundreds.
-CLAIM_SCAN_FACTOR = 4
-CLAIM_SCAN_MIN = 256
 DEFAULT_BUSY_TIMEOUT_MS = 5000  # see config.DEFAULT_BUSY_TIMEOUT_S
 
 
@@ -209,31 +205,20 @@ class SqliteStore:
         exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
         owner: str = SERVE_LEASE_OWNER,
+        caps: Mapping[str, int] | None = None,
     ) -> Claim:
-        params = {
-            "now_ms": now_ms,
-            "lease_until_ms": lease_until_ms,
-            "lease_token": secrets.token_hex(8),
-            "lease_owner": owner,
-            "limit": limit,
-            "per_destination": per_destination,
-            "scan_limit": max(limit * CLAIM_SCAN_FACTOR, CLAIM_SCAN_MIN),
-            "exclude_ids": json.dumps(list(exclude_ids)),
-            "only_ids": None if only_ids is None else json.dumps(list(only_ids)),
-        }
-
-        def work(conn: sqlite3.Connection) -> Claim:
-            skipped = [row[0] for row in conn.execute(Q["skip_disabled_due"], params)]
-            ids = [row[0] for row in conn.execute(Q["claim_due"], params)]
-            deliveries, unreadable = read_claimed(conn, ids, now_ms) if ids else ([], [])
-            if only_ids is None:
-                next_due = conn.execute(Q["next_due"]).fetchone()[0]
-            else:
-                next_due = conn.execute(Q["next_due_of_ids"], {"ids": params["only_ids"]})
-                next_due = next_due.fetchone()[0]
-            return Claim(deliveries, next_due, unreadable, skipped)
-
-        return await self.transaction(work, durable=False)
+        request = ClaimRequest(
+            now_ms=now_ms,
+            lease_until_ms=lease_until_ms,
+            lease_token=secrets.token_hex(8),
+            owner=owner,
+            limit=limit,
+            per_destination=per_destination,
+            caps=caps or {},
+            exclude_ids=exclude_ids,
+            only_ids=only_ids,
+        )
+        return await self.transaction(lambda c: claim(c, request), durable=False)
 
     async def release_leases(self, owner: str) -> int:
         return await self.transaction(
@@ -273,7 +258,7 @@ class SqliteStore:
     ) -> list[HealthChange]:
         # Outcomes are group-committed like ingest: under load one fsync records many.
         return await self.transaction(
-            lambda c: write_each(batch, lambda item: record_outcome(c, item[0], item[1])),
+            lambda c: record_outcomes(c, batch),
             durable=False,
             deadline=min(deadline for _, _, deadline in batch),
         )

@@ -20,7 +20,7 @@ from relay.records import (
     WithheldRow,
 )
 from relay.store.rows import redecided_params, regrant_params, superseded_reason
-from relay.store.sqlite_statements import Q, from_row, named_rows
+from relay.store.sqlite_statements import Q, from_row, named_rows, queue_destinations
 
 REKEY_STEP = "destination ids"
 log = logging.getLogger("relay.store")
@@ -115,6 +115,8 @@ def _replace(
         row = conn.execute(Q["insert_redecided"], params).fetchone()
         if row is not None:
             created.append((row[0], new.status))
+            if new.status == DeliveryStatus.PENDING:
+                queue_destinations(conn, [(new.destination_key, now_ms)])
     if not created:
         return
     reason = superseded_reason(created)

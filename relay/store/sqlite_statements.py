@@ -57,6 +57,10 @@ SQL_DIR = Path(__file__).parent / "sql" / "sqlite"
 # The named statements of queries.sql (`-- name: x` blocks), read once at import.
 Q = load_queries(SQL_DIR / "queries.sql")
 SETTLING_JSON = json.dumps(sorted(SETTLING_EVENTS))
+# What a claimed row may say, checked per row (built once: a claim reads many rows).
+_KINDS = frozenset(k.value for k in DeliveryKind)
+_CHANNELS = frozenset(c.value for c in Channel)
+_NOTICES = frozenset(n.value for n in Notice)
 
 
 def named_rows(
@@ -120,6 +124,54 @@ def record_outcome(conn: sqlite3.Connection, outcome: Outcome, now_ms: int) -> H
     )
 
 
+def record_outcomes(
+    conn: sqlite3.Connection, batch: Sequence[tuple[Outcome, int, float]]
+) -> list[HealthChange]:
+    """Record a batch of outcomes: a batch of plain successes in a few `executemany`
+    calls, anything else (or a fence that does not hold) one by one.
+
+    In a drain almost every batch is successes: statement by statement each costs four
+    round trips into SQLite, all of them on the thread ingest commits on too. The fast
+    path runs in a savepoint: if any row no longer holds its lease, it is undone and the
+    batch goes one by one, so the fence holds exactly as in `record_outcome`.
+    """
+    outcomes = [outcome for outcome, _, _ in batch]
+    if len(batch) > 1 and all(o.resolution.health == HealthEffect.SUCCESS for o in outcomes):
+        conn.execute("SAVEPOINT outcomes")
+        try:
+            recorded = _record_successes(conn, batch)
+        except sqlite3.Error as exc:
+            if is_store_fault(exc):
+                raise  # the whole transaction is undone, and every caller hears it
+            recorded = False  # one item at fault: the path below names it
+        if not recorded:
+            conn.execute("ROLLBACK TO outcomes")
+        conn.execute("RELEASE outcomes")
+        if recorded:
+            return [HealthChange(disabled_now=False, consecutive_failures=0)] * len(batch)
+    return write_each(batch, lambda item: record_outcome(conn, item[0], item[1]))
+
+
+def _record_successes(
+    conn: sqlite3.Connection, batch: Sequence[tuple[Outcome, int, float]]
+) -> bool:
+    """The fast path of `record_outcomes`; False (and the caller undoes it) unless every
+    row still held its lease."""
+    moved = conn.executemany(
+        Q["resolve_delivery"], [resolve_params(outcome, now_ms) for outcome, now_ms, _ in batch]
+    )
+    if moved.rowcount != len(batch):
+        return False
+    conn.executemany(Q["insert_attempt"], [attempt_params(o.attempt) for o, _, _ in batch])
+    latest: dict[str, int] = {}
+    for outcome, now_ms, _ in batch:
+        latest[outcome.destination_key] = max(now_ms, latest.get(outcome.destination_key, 0))
+    health = [{"key": key, "now_ms": now_ms} for key, now_ms in latest.items()]
+    conn.executemany(Q["ensure_destination"], health)
+    conn.executemany(Q["destination_success"], health)
+    return True
+
+
 def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> IngestResult:
     params = {**event_params(event), "now_ms": now_ms}
     row = conn.execute(Q["insert_event"], params).fetchone()
@@ -131,7 +183,30 @@ def insert_event(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> Inge
     conn.executemany(
         Q["insert_delivery"], [delivery_params(event_row_id, event, d, now_ms) for d in deliveries]
     )
+    queue_destinations(
+        conn,
+        [
+            (d.destination_key, d.due_at_ms or now_ms)
+            for d in deliveries
+            if d.status == DeliveryStatus.PENDING
+        ],
+    )
     return IngestResult(event.outcome, event_row_id, sendable(deliveries))
+
+
+def queue_destinations(
+    conn: sqlite3.Connection, due: Sequence[tuple[str | None, int | None]]
+) -> None:
+    """Rows just inserted: move each destination's claim bound (destination_queue) to
+    the earliest of them that is pending (a due time); rows not pending have none."""
+    earliest: dict[str, int] = {}
+    for key, due_ms in due:
+        if key is not None and due_ms is not None:
+            earliest[key] = min(due_ms, earliest.get(key, due_ms))
+    if earliest:
+        conn.executemany(
+            Q["queue_destinations"], [{"key": k, "due_ms": v} for k, v in earliest.items()]
+        )
 
 
 def _settle_reminders(conn: sqlite3.Connection, event: NewEvent, now_ms: int) -> list[NewDelivery]:
@@ -192,13 +267,11 @@ def _update_health(
 
 def claimed_delivery(row: sqlite3.Row | Mapping[str, Any]) -> ClaimedDelivery | str:
     """The claimed row, or why it cannot be read (then it is failed, not attempted)."""
-    kinds = {k.value for k in DeliveryKind}
-    channels = {c.value for c in Channel}
-    if row["kind"] not in kinds:
+    if row["kind"] not in _KINDS:
         return f"cannot be read: unknown kind {str(row['kind'])[:40]!r}"
-    if row["channel"] not in channels:
+    if row["channel"] not in _CHANNELS:
         return f"cannot be read: unknown channel {str(row['channel'])[:40]!r}"
-    if row["notification"] is not None and row["notification"] not in {n.value for n in Notice}:
+    if row["notification"] is not None and row["notification"] not in _NOTICES:
         return f"cannot be read: unknown notification {str(row['notification'])[:40]!r}"
     if not row["destination_key"]:
         return "cannot be read: no destination"

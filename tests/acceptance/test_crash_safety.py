@@ -80,7 +80,13 @@ def crash_run(
         sink, smtp = Sink(sink_process), Smtp(smtp_process)
         sink.script("/hook", default={"status": 200, "delay_s": REPLY_DELAY_S})
         smtp.script(delay_s=REPLY_DELAY_S)
-        raw = relay_config(tmp_path, timeout="10s", per_destination_concurrency=PER_DESTINATION)
+        # The cap does not adapt here, so that it bounds what a kill may repeat.
+        raw = relay_config(
+            tmp_path,
+            timeout="10s",
+            per_destination_concurrency=PER_DESTINATION,
+            per_destination_max_concurrency=PER_DESTINATION,
+        )
         raw["email"] = {
             "from": "Relay <relay@example.com>",
             "transport": "smtp",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from relay.records import (
@@ -145,8 +145,10 @@ class MemoryStore:
         exclude_ids: Collection[int] = (),
         only_ids: Sequence[int] | None = None,
         owner: str = SERVE_LEASE_OWNER,
+        caps: Mapping[str, int] | None = None,
     ) -> Claim:
         self.claims += 1
+        cap = (caps or {}).get
         excluded = set(exclude_ids)
         held: dict[str, int] = {}
         for row_id in excluded:
@@ -159,7 +161,9 @@ class MemoryStore:
         token = f"token-{next(self._tokens)}"
         taken: list[ClaimedDelivery] = []
         for row in due:
-            if len(taken) == limit or held.get(row.destination_key, 0) >= per_destination:
+            if len(taken) == limit or held.get(row.destination_key, 0) >= cap(
+                row.destination_key, per_destination
+            ):
                 continue
             held[row.destination_key] = held.get(row.destination_key, 0) + 1
             row.lease_until_ms, row.lease_token, row.lease_owner = lease_until_ms, token, owner

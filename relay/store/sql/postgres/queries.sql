@@ -42,8 +42,10 @@ RETURNING d.channel
 -- destinations, each destination capped at its free slots (`held`: this instance's rows
 -- in flight, never claimed again), leased under this claim's token in the same statement.
 -- `keys` walks the distinct destinations with pending rows (one index seek each), and each
--- destination reads at most `per_destination` rows: the cost is the number of
--- destinations, never the backlog's length.
+-- destination reads at most its cap of rows: the cost is the number of destinations,
+-- never the backlog's length. A destination's cap is the dispatcher's adaptive one
+-- (`cap_keys`/`cap_values`) or `per_destination`; free slots go first to the destinations
+-- with the fewest rows in flight, then to the oldest rows, as on SQLite.
 WITH RECURSIVE keys (key) AS (
     SELECT MIN(destination_key) FROM deliveries WHERE status = 'pending'
     UNION ALL
@@ -56,11 +58,20 @@ held (key, n) AS (
     WHERE id = ANY (:exclude_ids::bigint[])
     GROUP BY destination_key
 ),
-candidates AS (
-    SELECT c.id, c.next_attempt_at_ms, COALESCE(h.n, 0) AS held,
-           ROW_NUMBER() OVER (PARTITION BY k.key ORDER BY c.next_attempt_at_ms, c.id) AS nth
+caps (key, cap) AS (
+    SELECT * FROM unnest(:cap_keys::text[], :cap_values::bigint[])
+),
+capped (key, held, cap) AS (
+    SELECT k.key, COALESCE(h.n, 0), COALESCE(cp.cap, :per_destination::bigint)
     FROM keys k
     LEFT JOIN held h ON h.key = k.key
+    LEFT JOIN caps cp ON cp.key = k.key
+    WHERE k.key IS NOT NULL
+),
+candidates AS (
+    SELECT c.id, c.next_attempt_at_ms, k.held, k.cap,
+           ROW_NUMBER() OVER (PARTITION BY k.key ORDER BY c.next_attempt_at_ms, c.id) AS nth
+    FROM capped k
     CROSS JOIN LATERAL (
         SELECT d.id, d.next_attempt_at_ms FROM deliveries d
         WHERE d.destination_key = k.key AND d.status = 'pending'
@@ -71,15 +82,14 @@ candidates AS (
         ORDER BY d.next_attempt_at_ms, d.id
         -- Every row read here stays locked until COMMIT, chosen or not: read no more
         -- than this claim could take, so concurrent claims find the rest.
-        LIMIT LEAST(:per_destination::bigint, :limit::bigint)
+        LIMIT LEAST(GREATEST(k.cap - k.held, 0), :limit::bigint)
         FOR UPDATE OF d SKIP LOCKED
     ) c
-    WHERE k.key IS NOT NULL
 ),
 chosen AS (
     SELECT id FROM candidates
-    WHERE nth + held <= :per_destination
-    ORDER BY next_attempt_at_ms, id
+    WHERE nth + held <= cap
+    ORDER BY nth + held, next_attempt_at_ms, id
     LIMIT :limit
 )
 UPDATE deliveries d

@@ -21,57 +21,122 @@ VALUES (:event_id, :kind, :producer_id, :affiliate_code, :destination_key, :chan
         :event_name, :status, :reason, :message_id, :next_attempt_at_ms, :now_ms, :now_ms,
         :notification);
 
+-- name: queue_destinations
+-- A pending row was inserted: its destination's bound in destination_queue moves earlier
+-- if the row is due before it (migration 8: the update trigger covers every other way a
+-- row becomes claimable). Run by every write that inserts deliveries.
+INSERT INTO destination_queue (key, next_due_ms) VALUES (:key, :due_ms)
+ON CONFLICT (key) DO UPDATE SET next_due_ms = excluded.next_due_ms
+WHERE excluded.next_due_ms < destination_queue.next_due_ms;
+
 -- name: skip_disabled_due
 -- A row in flight is left to its holder, whose outcome write settles it. An alert is
 -- keyed by the disabled destination it is about, and must still go to its producer.
+-- Each disabled destination's due range of deliveries_pending_by_destination is read, not
+-- the backlog; what stays there once the rest is skipped are its alerts and rows in flight.
 UPDATE deliveries
 SET status = 'skipped', next_attempt_at_ms = NULL, lease_until_ms = NULL, lease_token = NULL,
     lease_owner = NULL, updated_at_ms = :now_ms,
     reason = 'destination disabled: ' || (SELECT disabled_reason FROM destinations
                                           WHERE key = deliveries.destination_key)
-WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms AND kind != 'alert'
-  AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
-  AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
-  AND destination_key IN (SELECT key FROM destinations WHERE enabled = 0)
+WHERE id IN (
+    -- CROSS JOIN: SQLite keeps this order, the few destinations outside, each one's range
+    -- inside (the other order reads every pending row).
+    SELECT d.id FROM destinations k
+    CROSS JOIN deliveries d INDEXED BY deliveries_pending_by_destination
+    WHERE d.destination_key = k.key AND k.enabled = 0 AND d.status = 'pending' AND d.next_attempt_at_ms <= :now_ms
+      AND d.kind != 'alert'
+      AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= :now_ms)
+      AND d.id NOT IN (SELECT value FROM json_each(:exclude_ids))
+)
 RETURNING channel;
 
--- name: claim_due
--- Lease due rows, oldest first, but never more per destination than it has free slots.
--- `exclude_ids` are the rows this dispatcher has in flight: never claimed again, even
--- past their lease, and counted against their destination's slots (`held`), so a
--- destination already full is left out entirely (one slow affiliate cannot hold up the
--- rest) and the window function caps the others. The inner LIMIT bounds the work
--- however large the backlog. Every row leased here carries this claim's token.
-WITH held (key, n) AS (
-    SELECT destination_key, COUNT(*) FROM deliveries
-    WHERE id IN (SELECT value FROM json_each(:exclude_ids))
-    GROUP BY destination_key
-)
+-- Claims (issue 10) -----------------------------------------------------------------------
+-- A claim never reads the backlog: it reads the due rows of destination_queue (migration
+-- 8 says what that table promises), then the head of each chosen destination's own range
+-- of deliveries_pending_by_destination. What it reads is bounded by the claim's `limit`,
+-- the caller's rows in flight and the leases that ran out, whatever waits behind them.
+-- The steps, in one transaction (the Postgres twin: the same statements, the head read
+-- FOR UPDATE SKIP LOCKED, or one statement with a LATERAL join per destination):
+--   1. expired_leases_due: destinations holding a row whose lease ran out are due again.
+--   2. held_by_destination: how many rows each destination has in the caller's hands.
+--   3. due_destinations: the due destinations, earliest bound first; the caller drops the
+--      full ones and visits those with the fewest held first (sqlite_claim.fair_share).
+--   4. destination_head, per destination visited: its first claimable rows, oldest first,
+--      one more than it may take, so the bound can be moved to the first row not taken
+--      (set_destination_due), or the queue row dropped when nothing is left
+--      (drop_destination_due).
+--   5. lease_rows: one token for every row taken.
+
+-- name: expired_leases_due
+-- A lease that ran out makes its row claimable without any write: tell the queue.
+-- Normally empty (a holder outlives its lease only by crashing): the head of
+-- deliveries_leased up to now, plus the caller's own rows past their lease, which stay
+-- excluded. Writes only when a bound moves earlier.
+INSERT INTO destination_queue (key, next_due_ms)
+SELECT destination_key, MIN(next_attempt_at_ms) FROM deliveries INDEXED BY deliveries_leased
+WHERE status = 'pending' AND lease_until_ms IS NOT NULL AND lease_until_ms <= :now_ms
+  AND destination_key IS NOT NULL AND next_attempt_at_ms IS NOT NULL
+  AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
+GROUP BY destination_key
+ON CONFLICT (key) DO UPDATE SET next_due_ms = excluded.next_due_ms
+WHERE excluded.next_due_ms < destination_queue.next_due_ms;
+
+-- name: held_by_destination
+-- The caller's rows in flight count against their destination's slots: primary-key reads.
+-- `loose_due_ms`: the earliest of them already out of its lease (pending, unleased or
+-- lease run out) while still in the caller's hands. That is every retry between its
+-- outcome write and the moment the caller forgets the attempt: the claim must not move
+-- its destination's bound past it (it is claimable as soon as it is no longer excluded).
+SELECT destination_key, COUNT(*) AS held,
+       MIN(CASE WHEN status = 'pending'
+                 AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+                THEN next_attempt_at_ms END) AS loose_due_ms
+FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:exclude_ids)) AND destination_key IS NOT NULL
+GROUP BY destination_key;
+
+-- name: due_destinations
+-- The earliest due bounds first. `limit` is the claim's limit plus the number of
+-- destinations the caller holds rows of: however many of those are full, the destinations
+-- with nothing held that deserve a slot are among them.
+SELECT key, next_due_ms FROM destination_queue INDEXED BY destination_queue_by_due
+WHERE next_due_ms <= :now_ms
+ORDER BY next_due_ms, key
+LIMIT :limit;
+
+-- name: destination_head
+-- One destination's first claimable rows: pending, not under a live lease, not in the
+-- caller's hands, oldest first (ids break ties, as the index stores them). Rows in flight
+-- sit at the head of the range and are stepped over: at most the dispatchers' concurrency.
+SELECT id, next_attempt_at_ms FROM deliveries INDEXED BY deliveries_pending_by_destination
+WHERE destination_key = :key AND status = 'pending' AND next_attempt_at_ms IS NOT NULL
+  AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+  AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
+ORDER BY next_attempt_at_ms, id
+LIMIT :limit;
+
+-- name: due_among_ids
+-- A CLI burst claims among a few named rows: read by primary key, never the queue.
+SELECT id, destination_key, next_attempt_at_ms FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:only_ids)) AND status = 'pending'
+  AND next_attempt_at_ms <= :now_ms
+  AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
+  AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
+ORDER BY next_attempt_at_ms, id;
+
+-- name: set_destination_due
+UPDATE destination_queue SET next_due_ms = :next_due_ms WHERE key = :key;
+
+-- name: drop_destination_due
+DELETE FROM destination_queue WHERE key = :key;
+
+-- name: lease_rows
+-- Every row leased by one claim carries its token: the fence its outcome write names.
 UPDATE deliveries
 SET lease_until_ms = :lease_until_ms, lease_token = :lease_token, lease_owner = :lease_owner,
     updated_at_ms = :now_ms
-WHERE id IN (
-    SELECT id FROM (
-        SELECT id, destination_key, next_attempt_at_ms,
-               ROW_NUMBER() OVER (PARTITION BY destination_key
-                                  ORDER BY next_attempt_at_ms, id) AS nth
-        FROM (
-            SELECT id, destination_key, next_attempt_at_ms FROM deliveries
-            WHERE status = 'pending' AND next_attempt_at_ms <= :now_ms
-              AND (lease_until_ms IS NULL OR lease_until_ms <= :now_ms)
-              AND id NOT IN (SELECT value FROM json_each(:exclude_ids))
-              AND destination_key NOT IN (SELECT key FROM held WHERE n >= :per_destination)
-              AND (:only_ids IS NULL OR id IN (SELECT value FROM json_each(:only_ids)))
-            ORDER BY next_attempt_at_ms, id
-            LIMIT :scan_limit
-        )
-    )
-    WHERE nth + COALESCE((SELECT n FROM held WHERE key = destination_key), 0)
-          <= :per_destination
-    ORDER BY next_attempt_at_ms, id
-    LIMIT :limit
-)
-RETURNING id;
+WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: claimed_rows
 -- Read back as text, checked in Python: a row whose kind, channel or payload cannot be
@@ -98,16 +163,11 @@ WHERE status = 'pending' AND lease_until_ms IS NOT NULL
   AND (lease_owner = :owner OR lease_owner IS NULL);
 
 -- name: next_due
--- When the next pending row could be claimed: the first unleased row's due time, or the
--- first lease to run out (a leased row is always due before its lease ends). Two
--- indexed reads, not one MIN(CASE ...) over the backlog: the first walks deliveries_due
--- and stops at the first row not in flight; the second is the head of deliveries_leased.
--- INDEXED BY, because without ANALYZE statistics SQLite prefers deliveries_by_status and
--- reads every pending row; and if the index ever cannot serve, the query fails loudly.
+-- When the next pending row could be claimable: the earliest bound of destination_queue
+-- (which counts every unleased pending row), or the first lease to run out (a leased row
+-- is always due before its lease ends). Two index heads, never the backlog.
 SELECT MIN(due) FROM (
-    SELECT * FROM (SELECT next_attempt_at_ms AS due FROM deliveries INDEXED BY deliveries_due
-                   WHERE status = 'pending' AND lease_until_ms IS NULL
-                   ORDER BY next_attempt_at_ms LIMIT 1)
+    SELECT MIN(next_due_ms) AS due FROM destination_queue
     UNION ALL
     SELECT MIN(lease_until_ms) FROM deliveries INDEXED BY deliveries_leased
     WHERE status = 'pending' AND lease_until_ms IS NOT NULL
