@@ -68,13 +68,16 @@ async def _claim_steps(store: SqliteStore, now_ms: int, exclude: list[int]) -> t
     return steps * 10, len(claim.deliveries)
 
 
-async def test_a_claim_reads_the_same_rows_at_1k_and_200k_pending(sqlite_store: SqliteStore) -> None:
+async def test_a_claim_reads_the_same_rows_at_1k_and_200k_pending(
+    sqlite_store: SqliteStore,
+) -> None:
     """The old claim walked the due index across the backlog: 54 ms at 200k. Counted in
     SQLite's own steps, not in time: the same claim on 200 times the backlog."""
     now_ms = 10_000_000
     await sqlite_store.run(lambda c: _fill(c, 1_000, 1))
     in_flight = [
-        d.id for d in (await sqlite_store.claim_due(now_ms, now_ms + 60_000, IN_FLIGHT, 2)).deliveries
+        d.id
+        for d in (await sqlite_store.claim_due(now_ms, now_ms + 60_000, IN_FLIGHT, 2)).deliveries
     ]
     assert len(in_flight) == IN_FLIGHT
     small_steps, small_taken = await _claim_steps(sqlite_store, now_ms, in_flight)

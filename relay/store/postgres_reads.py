@@ -35,7 +35,12 @@ from relay.records import (
 from relay.store.postgres_connection import SQL_DIR, compile_named, load_statements
 from relay.store.postgres_statements import SETTLING, execute, rows, value
 from relay.store.queries import load_queries
-from relay.store.rows import redecided_params, regrant_params, superseded_reason
+from relay.store.rows import (
+    audit_params,
+    redecided_params,
+    regrant_params,
+    superseded_reason,
+)
 from relay.store.sqlite_history import history_statement
 from relay.store.sqlite_statements import from_row
 
@@ -62,16 +67,7 @@ async def event(conn: asyncpg.Connection, event_row_id: int) -> EventRecord | No
 
 async def record_audit(conn: asyncpg.Connection, entry: NewAuditEntry, now_ms: int) -> int:
     statement = HS["insert_audit"]
-    params = {
-        "at_ms": now_ms,
-        "action": entry.action,
-        "via": entry.via,
-        "remote": entry.remote,
-        "producer_id": entry.producer_id,
-        "target": entry.target,
-        "delivery_ids": json.dumps(list(entry.delivery_ids)),
-        "outcome": entry.outcome,
-    }
+    params = audit_params(entry, now_ms)
     return int(await conn.fetchval(statement.sql, *statement.args(params)))
 
 

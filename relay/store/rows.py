@@ -18,6 +18,7 @@ from relay.records import (
     DeliveryKind,
     DeliveryStatus,
     NewAlert,
+    NewAuditEntry,
     NewDelivery,
     NewEvent,
     Notice,
@@ -184,3 +185,17 @@ def superseded_reason(created: Sequence[tuple[int, DeliveryStatus]]) -> str:
     return "decided again: replaced by " + ", ".join(
         f"delivery {new_id} ({status.value})" for new_id, status in created
     )
+
+
+def audit_params(entry: NewAuditEntry, now_ms: int) -> dict[str, Any]:
+    """An operator's action as the audit trail stores it."""
+    return {
+        "at_ms": now_ms,
+        "action": entry.action,
+        "via": entry.via,
+        "remote": entry.remote,
+        "producer_id": entry.producer_id,
+        "target": entry.target,
+        "delivery_ids": json.dumps(list(entry.delivery_ids)),
+        "outcome": entry.outcome,
+    }

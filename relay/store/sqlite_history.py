@@ -19,6 +19,7 @@ from relay.records import (
     NewAuditEntry,
 )
 from relay.store.queries import load_queries
+from relay.store.rows import audit_params
 from relay.store.sqlite_statements import SQL_DIR, from_row
 
 H = load_queries(SQL_DIR / "history.sql")
@@ -76,16 +77,7 @@ def event(conn: sqlite3.Connection, event_row_id: int) -> EventRecord | None:
 
 
 def record_audit(conn: sqlite3.Connection, entry: NewAuditEntry, now_ms: int) -> int:
-    params = {
-        "at_ms": now_ms,
-        "action": entry.action,
-        "via": entry.via,
-        "remote": entry.remote,
-        "producer_id": entry.producer_id,
-        "target": entry.target,
-        "delivery_ids": json.dumps(list(entry.delivery_ids)),
-        "outcome": entry.outcome,
-    }
+    params = audit_params(entry, now_ms)
     (audit_id,) = conn.execute(H["insert_audit"], params).fetchone()
     return int(audit_id)
 

@@ -20,6 +20,7 @@ from relay.records import (
     Channel,
     ClaimedDelivery,
     DeliveryKind,
+    DeliveryStatus,
     HealthChange,
     HealthEffect,
     IngestResult,
