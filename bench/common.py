@@ -195,15 +195,27 @@ async def attempt_windows_ms(store: Store, limit: int) -> list[tuple[int, float]
     return windows
 
 
-def tree_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of `pid` and every live descendant (Linux only)."""
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and every live descendant (Linux only): a multi-process relay is its tree."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return None
-    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
-    return total + sum(tree_cpu_s(int(child)) or 0.0 for child in children)
+        return []
+    return [pid, *(grandchild for child in children for grandchild in tree_pids(int(child)))]
+
+
+def tree_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of `pid` and every live descendant (Linux only)."""
+    total = 0.0
+    for one in tree_pids(pid) or [pid]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if one == pid:
+                return None
+            continue  # a child that ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+    return total
 
 
 async def attempt_window_ms(store: Store, first_id: int, tail: int) -> tuple[int, float]:

@@ -31,6 +31,7 @@ from bench.common import (
     relay_process,
     relay_store,
     settled_count,
+    tree_pids,
     write_relay_config,
 )
 from relay.config import load_config
@@ -48,16 +49,26 @@ SAMPLE_EVERY_S = 0.5
 TARGET_MB = 150
 
 
-def rss_mb(pid: int) -> float | None:
-    """The process's resident set size now (Linux /proc), in MB."""
+def _status_mb(path: str, field: str) -> float | None:
+    """One `kB` field of a /proc file (Linux), in MB; None once the process is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
+    for line in text.splitlines():
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return None
+
+
+def memory_mb(pid: int) -> tuple[float, float] | None:
+    """The largest resident set of any process of the relay's tree (the parent, its
+    ingest and dispatcher processes), and the tree's proportional set size in all (PSS:
+    pages shared between them counted once), in MB."""
+    pids = tree_pids(pid)
+    rss = [mb for one in pids if (mb := _status_mb(f"/proc/{one}/status", "VmRSS:")) is not None]
+    pss = [_status_mb(f"/proc/{one}/smaps_rollup", "Pss:") or 0.0 for one in pids]
+    return (max(rss), sum(pss)) if rss else None
 
 
 async def seed_backlog(config_path: Path, pending: int) -> float:
@@ -98,7 +109,7 @@ async def run(pending: int, seconds: float) -> dict[str, Any]:
         seed_s = await seed_backlog(config, pending)
         db_mb = sum(p.stat().st_size for p in workdir.glob("relay.sqlite3*")) / 1e6
         print(f"    seeded in {seed_s:.0f}s; the store is {db_mb:.0f} MB on disk")
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, float]] = []
         async with (
             peer_process("sink", sink_port, workdir),
             relay_process(config, port, workdir) as relay,
@@ -107,12 +118,13 @@ async def run(pending: int, seconds: float) -> dict[str, Any]:
             delivered_before, _ = await settled_count(store)
             started = time.monotonic()
             while (elapsed := time.monotonic() - started) < seconds:
-                rss = rss_mb(relay.process.pid)
-                if rss is not None:
-                    samples.append((round(elapsed, 1), round(rss, 1)))
+                sample = memory_mb(relay.process.pid)
+                if sample is not None:
+                    samples.append((round(elapsed, 1), round(sample[0], 1), round(sample[1], 1)))
                 await asyncio.sleep(SAMPLE_EVERY_S)
             delivered_after, _ = await settled_count(store)
-    values = [rss for _, rss in samples]
+    values = [rss for _, rss, _ in samples]
+    tree = [pss for _, _, pss in samples]
     second_half = values[len(values) // 2 :]
     result = {
         "pending": pending,
@@ -127,12 +139,15 @@ async def run(pending: int, seconds: float) -> dict[str, Any]:
         "rss_mb_growth_second_half": (
             round(second_half[-1] - second_half[0], 1) if len(second_half) > 1 else None
         ),
+        "tree_pss_mb_max": max(tree, default=None),
+        "tree_pss_mb_last": tree[-1] if tree else None,
         "target_mb": TARGET_MB,
         "samples": samples,
     }
     print(
-        f"    relay serve RSS: first {result['rss_mb_first']} MB, max {result['rss_mb_max']} MB,"
-        f" last {result['rss_mb_last']} MB over {seconds:g}s (target <= {TARGET_MB} MB);"
+        f"    relay serve, largest process RSS: first {result['rss_mb_first']} MB, max"
+        f" {result['rss_mb_max']} MB, last {result['rss_mb_last']} MB over {seconds:g}s (target"
+        f" <= {TARGET_MB} MB); all its processes (PSS) at most {result['tree_pss_mb_max']} MB;"
         f" {result['delivered_while_sampled']:,} delivered meanwhile"
     )
     return result
