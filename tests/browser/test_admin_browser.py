@@ -181,6 +181,10 @@ async def test_every_page_fits_a_phone_375_px_wide(
         widths[name] = await page.evaluate("document.documentElement.scrollWidth")
     await page.goto(f"{base}/admin/deliveries/1")
     await page.click("button:has-text('Reveal buyer data')")
+    # Measure the revealed page once it and its stylesheet have loaded: read any sooner,
+    # the unstyled page (long unbroken values) is wider than the phone.
+    await page.wait_for_url("**/reveal")
+    await page.wait_for_load_state("load")
     widths["revealed"] = await page.evaluate("document.documentElement.scrollWidth")
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "admin-delivery-375px.png"), full_page=True)
